@@ -1,0 +1,103 @@
+"""Typed stage configs read from params.yaml; unknown keys are rejected with the key named."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from ruamel.yaml import YAML
+
+from core.errors import ConfigError
+
+PARAMS_FILE = "params.yaml"
+M = TypeVar("M", bound=BaseModel)
+
+
+class StageConfig(BaseModel):
+    """Base for every stage section: extra keys are errors, values are validated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def params_path() -> Path:
+    return Path(os.environ.get("LIFECYCLE_PARAMS", PARAMS_FILE))
+
+
+def read_params(path: Path | None = None) -> dict:
+    path = path or params_path()
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found")
+    try:
+        data = YAML(typ="safe").load(path.read_text(encoding="utf-8"))
+    except Exception as exc:  # ruamel raises many types; all mean the same to the user
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    return data
+
+
+def validate_section(model: type[M], section: str, values: object, source: str = PARAMS_FILE) -> M:
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: section '{section}' must be a mapping")
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join([section, *(str(p) for p in err["loc"])])
+            if err["type"] == "extra_forbidden":
+                problems.append(f"{key}: unknown key")
+            else:
+                problems.append(f"{key}: {err['msg']} (got {err.get('input')!r})")
+        raise ConfigError(f"{source}: " + "; ".join(problems)) from None
+
+
+def load_section(section: str, model: type[M], path: Path | None = None) -> M:
+    path = path or params_path()
+    params = read_params(path)
+    if section not in params:
+        raise ConfigError(f"{path}: missing section '{section}'")
+    return validate_section(model, section, params[section], str(path))
+
+
+def parse_override(item: str) -> tuple[list[str], object]:
+    """'sft.lora.r=8' -> (['sft', 'lora', 'r'], 8); the value is parsed as YAML."""
+    if "=" not in item:
+        raise ConfigError(f"override '{item}': expected section.key=value")
+    key, raw = item.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if len(parts) < 2:
+        raise ConfigError(f"override '{item}': key must name a section and a key, e.g. align.method=ppo")
+    value = YAML(typ="safe").load(raw) if raw.strip() else ""
+    return parts, value
+
+
+def apply_overrides(path: Path, overrides: list[str]) -> dict[str, object]:
+    """Write overrides into params.yaml (comments kept), as `dvc exp run --set-param` does.
+
+    Returns the applied {dotted.key: value}. Keys must already exist: a typo is an error, not a new key.
+    """
+    if not overrides:
+        return {}
+    yaml = YAML()  # round-trip: keeps comments and order
+    doc = yaml.load(path.read_text(encoding="utf-8"))
+    applied: dict[str, object] = {}
+    for item in overrides:
+        parts, value = parse_override(item)
+        node = doc
+        for i, part in enumerate(parts[:-1]):
+            if not isinstance(node, dict) or part not in node:
+                raise ConfigError(f"override '{item}': unknown key '{'.'.join(parts[: i + 1])}' in {path}")
+            node = node[part]
+        if not isinstance(node, dict) or parts[-1] not in node:
+            raise ConfigError(f"override '{item}': unknown key '{'.'.join(parts)}' in {path}")
+        node[parts[-1]] = value
+        applied[".".join(parts)] = value
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        yaml.dump(doc, fh)
+    os.replace(tmp, path)
+    return applied

@@ -1,0 +1,226 @@
+"""Readers for the inputs users bring, normalised to the project's canonical records.
+
+corpus        -> {"text": str}
+instructions  -> {"messages": [{"role", "content"}, ...]}   (last message is the assistant's answer)
+preferences   -> {"prompt": [messages], "chosen": str, "rejected": str}
+
+Every reader names the file (and line, where there is one) when it cannot make sense of the input.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Iterator
+
+from core.errors import InputError
+
+ROLES = ("system", "user", "assistant")
+HH_TURN = re.compile(r"\n\n(Human|Assistant): ")
+
+
+# --------------------------------------------------------------------------- raw records
+def _is_hf_dataset_dir(path: Path) -> bool:
+    return path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists())
+
+
+def _read_json_file(path: Path) -> Iterator[tuple[str, dict]]:
+    """Yield (location, row) from .json (array or object of rows) or .jsonl."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+    if path.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
+        if isinstance(data, dict):  # {"data": [...]} or similar single-key wrappers
+            lists = [v for v in data.values() if isinstance(v, list)]
+            if len(lists) != 1:
+                raise InputError(f"{path}: expected a JSON array of records")
+            data = lists[0]
+        if not isinstance(data, list):
+            raise InputError(f"{path}: expected a JSON array of records")
+        for i, row in enumerate(data):
+            if not isinstance(row, dict):
+                raise InputError(f"{path}: record {i} is not a JSON object")
+            yield f"{path}: record {i}", row
+        return
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}:{lineno}: invalid JSON line: {exc.msg}") from None
+        if not isinstance(row, dict):
+            raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+        yield f"{path}:{lineno}", row
+
+
+def _read_parquet(path: Path) -> Iterator[tuple[str, dict]]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:
+        raise InputError(f"{path}: unreadable parquet file: {exc}") from None
+    for i, row in enumerate(table.to_pylist()):
+        yield f"{path}: row {i}", row
+
+
+def _read_hf_dataset(spec: str) -> Iterator[tuple[str, dict]]:
+    import datasets
+
+    try:
+        if Path(spec).is_dir():
+            ds = datasets.load_from_disk(spec)
+        else:  # a hub name: only works online, by design
+            ds = datasets.load_dataset(spec.removeprefix("hf://"), split="train")
+    except Exception as exc:
+        raise InputError(f"{spec}: cannot load as a Hugging Face dataset: {exc}") from None
+    if isinstance(ds, datasets.DatasetDict):
+        ds = ds["train"] if "train" in ds else ds[next(iter(ds))]
+    for i, row in enumerate(ds):
+        yield f"{spec}: row {i}", row
+
+
+def iter_rows(spec: str | Path) -> Iterator[tuple[str, dict]]:
+    """Rows from a file, a directory of files, a saved HF dataset or `hf://name`."""
+    spec_str = str(spec)
+    if spec_str.startswith("hf://"):
+        yield from _read_hf_dataset(spec_str)
+        return
+    path = Path(spec_str)
+    if not path.exists():
+        raise InputError(f"{path}: input not found")
+    if _is_hf_dataset_dir(path):
+        yield from _read_hf_dataset(spec_str)
+        return
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+        if not files:
+            raise InputError(f"{path}: directory holds no input files")
+        for f in files:
+            yield from iter_rows(f)
+        return
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: file is empty")
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        yield from _read_json_file(path)
+    elif suffix == ".parquet":
+        yield from _read_parquet(path)
+    elif suffix in (".txt", ".text", ".md"):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+        # one document per blank-line-separated block
+        for i, block in enumerate(re.split(r"\n\s*\n", text)):
+            if block.strip():
+                yield f"{path}: block {i}", {"text": block.strip()}
+    else:
+        raise InputError(f"{path}: unsupported format '{suffix or 'no extension'}' "
+                         "(expected .txt, .jsonl, .json, .parquet or a saved HF dataset)")
+
+
+# --------------------------------------------------------------------------- corpus
+def read_corpus(spec: str | Path) -> Iterator[str]:
+    for where, row in iter_rows(spec):
+        text = row.get("text")
+        if not isinstance(text, str):
+            raise InputError(f"{where}: corpus record has no string 'text' field (keys: {sorted(row)})")
+        yield text
+
+
+# --------------------------------------------------------------------------- instructions
+def _messages(where: str, value: object) -> list[dict]:
+    if not isinstance(value, list) or not value:
+        raise InputError(f"{where}: 'messages' must be a non-empty list")
+    out = []
+    for i, m in enumerate(value):
+        if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
+            raise InputError(f"{where}: message {i} needs a role in {ROLES} and string content")
+        out.append({"role": m["role"], "content": m["content"]})
+    return out
+
+
+def instruction_record(where: str, row: dict) -> dict:
+    if "messages" in row:
+        messages = _messages(where, row["messages"])
+    elif "instruction" in row and "output" in row:
+        user = str(row["instruction"]).strip()
+        extra = row.get("input") or ""
+        if str(extra).strip():
+            user = f"{user}\n\n{str(extra).strip()}"
+        messages = [{"role": "user", "content": user}, {"role": "assistant", "content": str(row["output"]).strip()}]
+    elif "prompt" in row and "completion" in row:
+        messages = [{"role": "user", "content": str(row["prompt"])}, {"role": "assistant", "content": str(row["completion"])}]
+    else:
+        raise InputError(f"{where}: not an instruction record: expected Alpaca 'instruction'/'input'/'output', "
+                         f"chat 'messages' or 'prompt'/'completion' (keys: {sorted(row)})")
+    if messages[-1]["role"] != "assistant" or not messages[-1]["content"].strip():
+        raise InputError(f"{where}: the last message must be a non-empty assistant answer")
+    if not any(m["role"] == "user" and m["content"].strip() for m in messages[:-1]):
+        raise InputError(f"{where}: no user message before the answer")
+    return {"messages": messages}
+
+
+def read_instructions(spec: str | Path) -> Iterator[dict]:
+    for where, row in iter_rows(spec):
+        yield instruction_record(where, row)
+
+
+# --------------------------------------------------------------------------- preferences
+def parse_hh(where: str, text: str) -> list[dict]:
+    """'\\n\\nHuman: hi\\n\\nAssistant: hello' -> chat messages."""
+    if not isinstance(text, str):
+        raise InputError(f"{where}: conversation must be a string")
+    parts = HH_TURN.split(text if text.startswith("\n\n") else "\n\n" + text)
+    if parts[0].strip() or len(parts) < 3:
+        raise InputError(f"{where}: not a '\\n\\nHuman: ... \\n\\nAssistant: ...' conversation")
+    roles = {"Human": "user", "Assistant": "assistant"}
+    return [{"role": roles[parts[i]], "content": parts[i + 1].strip()} for i in range(1, len(parts), 2)]
+
+
+def preference_record(where: str, row: dict) -> dict:
+    if not ("chosen" in row and "rejected" in row):
+        raise InputError(f"{where}: not a preference record: expected 'prompt'/'chosen'/'rejected' or "
+                         f"whole 'chosen'/'rejected' conversations (keys: {sorted(row)})")
+    chosen, rejected = row["chosen"], row["rejected"]
+    if "prompt" in row:
+        prompt = row["prompt"]
+        if isinstance(prompt, str):
+            prompt = [{"role": "user", "content": prompt}]
+        else:
+            prompt = _messages(where, prompt)
+
+        def answer(value: object, name: str) -> str:
+            if isinstance(value, list):  # conversational: [{"role": "assistant", "content": ...}]
+                value = _messages(where, value)[-1]["content"]
+            if not isinstance(value, str):
+                raise InputError(f"{where}: '{name}' must be a string or a list of messages")
+            return value.strip()
+
+        chosen, rejected = answer(chosen, "chosen"), answer(rejected, "rejected")
+    else:  # whole conversations that share everything but the final answer
+        c, r = parse_hh(where, chosen), parse_hh(where, rejected)
+        if c[-1]["role"] != "assistant" or r[-1]["role"] != "assistant":
+            raise InputError(f"{where}: conversations must end with an Assistant turn")
+        if c[:-1] != r[:-1]:
+            raise InputError(f"{where}: chosen and rejected conversations differ before the final answer")
+        prompt, chosen, rejected = c[:-1], c[-1]["content"], r[-1]["content"]
+    if not chosen or not rejected:
+        raise InputError(f"{where}: empty chosen or rejected answer")
+    if chosen == rejected:
+        raise InputError(f"{where}: chosen and rejected answers are identical")
+    if not prompt or prompt[-1]["role"] != "user":
+        raise InputError(f"{where}: the prompt must end with a user turn")
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+
+
+def read_preferences(spec: str | Path) -> Iterator[dict]:
+    for where, row in iter_rows(spec):
+        yield preference_record(where, row)

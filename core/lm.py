@@ -1,0 +1,226 @@
+"""Model helpers shared by stages: chat formatting, generation, perplexity, reward scores, KL."""
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from core.errors import InputError
+
+EOS = "<|end|>"
+PAD = "<|pad|>"
+SPECIAL_TOKENS = [EOS, PAD, "<|system|>", "<|user|>", "<|assistant|>"]
+# One template, carried by the tokenizer and used by every stage.
+CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{{ '<|' + message['role'] + '|>\n' + message['content'] + '<|end|>\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<|assistant|>\n' }}{%- endif -%}"
+)
+
+
+def require_dir(path: str | Path, what: str) -> Path:
+    path = Path(path)
+    if not (path / "config.json").exists():
+        raise InputError(f"{path}: no {what} here (config.json missing); run the stage that produces it first")
+    return path
+
+
+def load_tokenizer(path: str | Path):
+    from transformers import AutoTokenizer
+
+    path = Path(path)
+    if not (path / "tokenizer.json").exists():
+        raise InputError(f"{path}: no tokenizer here (tokenizer.json missing); run the tokenizer stage first")
+    tok = AutoTokenizer.from_pretrained(str(path))
+    tok.padding_side = "left"  # generation pads on the left; scoring sets its own side
+    return tok
+
+
+def load_causal_lm(path: str | Path, trust_remote_code: bool = False):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(require_dir(path, "model")), dtype=torch.float32,
+                                                trust_remote_code=trust_remote_code)
+
+
+def prompt_text(tokenizer, messages: list[dict]) -> str:
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+def conversation_text(tokenizer, messages: list[dict], answer: str) -> str:
+    return tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": answer}], tokenize=False)
+
+
+def answer_of(text: str) -> str:
+    """The checkable answer of a response: the last word of its first non-empty line, lower-cased.
+
+    'positive' and 'The review is positive.' both give 'positive'.
+    """
+    for line in text.strip().splitlines():
+        words = re.findall(r"[\w'-]+", line.lower())
+        if words:
+            return words[-1]
+    return ""
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: Sequence[list[dict]], max_new_tokens: int, batch_size: int = 32,
+             do_sample: bool = False, temperature: float = 1.0, generator: torch.Generator | None = None) -> list[str]:
+    """Answers to chat prompts (greedy by default). Returns decoded text without the prompt."""
+    out = []
+    for ids, mask in _prompt_batches(tokenizer, prompts, batch_size, model.device):
+        seq = sample_tokens(model, ids, mask, max_new_tokens, tokenizer.eos_token_id, do_sample, temperature, generator)
+        out.extend(_decode_responses(tokenizer, seq[:, ids.shape[1]:]))
+    return out
+
+
+def _prompt_batches(tokenizer, prompts, batch_size, device):
+    texts = [prompt_text(tokenizer, p) for p in prompts]
+    for i in range(0, len(texts), batch_size):
+        enc = tokenizer(texts[i:i + batch_size], return_tensors="pt", padding=True, padding_side="left",
+                        add_special_tokens=False)
+        yield enc["input_ids"].to(device), enc["attention_mask"].to(device)
+
+
+def _decode_responses(tokenizer, tokens: torch.Tensor) -> list[str]:
+    texts = []
+    for row in tokens.tolist():
+        if tokenizer.eos_token_id in row:
+            row = row[: row.index(tokenizer.eos_token_id)]
+        texts.append(tokenizer.decode(row, skip_special_tokens=True).strip())
+    return texts
+
+
+@torch.no_grad()
+def sample_tokens(model, input_ids, attention_mask, max_new_tokens, eos_id, do_sample=True, temperature=1.0,
+                  generator=None) -> torch.Tensor:
+    """A plain KV-cached decoding loop: deterministic given `generator`, pads finished rows with eos."""
+    from transformers import DynamicCache
+
+    model.eval()
+    batch = input_ids.shape[0]
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache()
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                past_key_values=cache, use_cache=True)
+    seq, mask = input_ids, attention_mask
+    done = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
+    next_pos = position_ids[:, -1:] + 1
+    for _ in range(max_new_tokens):
+        logits = out.logits[:, -1, :].float()
+        if do_sample:
+            probs = torch.softmax(logits / max(temperature, 1e-5), dim=-1)
+            nxt = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        else:
+            nxt = logits.argmax(-1)
+        nxt = torch.where(done, torch.full_like(nxt, eos_id), nxt)
+        seq = torch.cat([seq, nxt[:, None]], dim=1)
+        mask = torch.cat([mask, torch.ones_like(nxt[:, None])], dim=1)
+        done |= nxt == eos_id
+        if bool(done.all()):
+            break
+        out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=next_pos, past_key_values=out.past_key_values,
+                    use_cache=True)
+        next_pos = next_pos + 1
+    return seq
+
+
+def pack(tokenizer, texts: Sequence[str], seq_len: int) -> torch.Tensor:
+    """Documents joined by eos and cut into [n, seq_len] blocks (the remainder is dropped)."""
+    ids: list[int] = []
+    for i in range(0, len(texts), 1000):
+        for row in tokenizer(list(texts[i:i + 1000]), add_special_tokens=False)["input_ids"]:
+            ids.extend(row)
+            ids.append(tokenizer.eos_token_id)
+    n = len(ids) // seq_len
+    if n == 0:
+        raise InputError(f"only {len(ids)} tokens: fewer than one block of seq_len={seq_len}")
+    return torch.tensor(ids[: n * seq_len], dtype=torch.long).view(n, seq_len)
+
+
+@torch.no_grad()
+def mean_nll(model, blocks: torch.Tensor, batch_size: int = 16) -> float:
+    """Mean next-token negative log-likelihood (nats) over packed blocks."""
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(blocks), batch_size):
+        x = blocks[i:i + batch_size].to(model.device)
+        logits = model(input_ids=x).logits[:, :-1].float()
+        nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1), reduction="sum")
+        total += nll.item()
+        count += x[:, 1:].numel()
+    return total / max(count, 1)
+
+
+def perplexity(model, blocks: torch.Tensor, batch_size: int = 16) -> float:
+    return math.exp(mean_nll(model, blocks, batch_size))
+
+
+def _conversation_batch(tokenizer, prompts, answers, device, max_length=512):
+    """Right-padded chat conversations and, per row, where the answer starts."""
+    ids, starts = [], []
+    for p, a in zip(prompts, answers):
+        prompt_ids = tokenizer(prompt_text(tokenizer, p), add_special_tokens=False)["input_ids"]
+        full_ids = tokenizer(conversation_text(tokenizer, p, a), add_special_tokens=False)["input_ids"]
+        ids.append(full_ids[-max_length:])
+        starts.append(max(len(prompt_ids) - (len(full_ids) - len(ids[-1])), 1))
+    width = max(len(r) for r in ids)
+    pad = tokenizer.pad_token_id
+    input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in ids], device=device)
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in ids], device=device)
+    return input_ids, mask, starts
+
+
+@torch.no_grad()
+def reward_scores(reward_model, tokenizer, prompts: Sequence[list[dict]], answers: Sequence[str],
+                  batch_size: int = 32) -> list[float]:
+    """Scalar reward of each (prompt, answer) conversation, read at its last real token."""
+    reward_model.eval()
+    scores: list[float] = []
+    for i in range(0, len(prompts), batch_size):
+        ids, mask, _ = _conversation_batch(tokenizer, prompts[i:i + batch_size], answers[i:i + batch_size],
+                                           reward_model.device)
+        logits = reward_model(input_ids=ids, attention_mask=mask).logits  # the head reads the last non-pad token
+        scores.extend(logits[:, 0].float().tolist())
+    return scores
+
+
+@torch.no_grad()
+def answer_kl(policy, reference, tokenizer, prompts: Sequence[list[dict]], answers: Sequence[str],
+              batch_size: int = 32) -> list[float]:
+    """Exact KL(policy || reference) summed over the answer's tokens (full-vocabulary, per position)."""
+    policy.eval()
+    reference.eval()
+    kls: list[float] = []
+    for i in range(0, len(prompts), batch_size):
+        ids, mask, starts = _conversation_batch(tokenizer, prompts[i:i + batch_size], answers[i:i + batch_size],
+                                                policy.device)
+        lp = torch.log_softmax(policy(input_ids=ids, attention_mask=mask).logits.float(), -1)
+        lq = torch.log_softmax(reference(input_ids=ids, attention_mask=mask).logits.float(), -1)
+        per_pos = (lp.exp() * (lp - lq)).sum(-1)  # KL at each position predicting the next token
+        for row, start in enumerate(starts):
+            end = int(mask[row].sum()) - 1  # positions start-1 .. end-1 predict the answer tokens
+            kls.append(per_pos[row, start - 1:end].sum().item())
+    return kls
+
+
+@torch.no_grad()
+def answer_logprob(model, tokenizer, prompts, answers, batch_size: int = 32) -> list[float]:
+    """Length-normalised log-probability of each answer given its prompt (a confidence signal)."""
+    model.eval()
+    out: list[float] = []
+    for i in range(0, len(prompts), batch_size):
+        ids, mask, starts = _conversation_batch(tokenizer, prompts[i:i + batch_size], answers[i:i + batch_size],
+                                                model.device)
+        lp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), -1)
+        tok_lp = lp[:, :-1].gather(-1, ids[:, 1:, None]).squeeze(-1)
+        for row, start in enumerate(starts):
+            end = int(mask[row].sum()) - 1
+            span = tok_lp[row, start - 1:end]
+            out.append(span.mean().item() if span.numel() else 0.0)
+    return out

@@ -1,0 +1,141 @@
+"""MLflow logging: one child run per stage under the pipeline's parent run.
+
+The flow exports LIFECYCLE_PARENT_RUN_ID; a stage run by `dvc repro` alone logs a top-level run
+tagged with its stage. The default store is SQLite under mlflow/ (no server needed).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Iterator
+
+EXPERIMENT = "lifecycle"
+PARENT_ENV = "LIFECYCLE_PARENT_RUN_ID"
+SECRET_KEY = re.compile(r"(TOKEN|SECRET|PASSWORD|KEY|CREDENTIAL)", re.I)
+
+
+def tracking_uri(root: Path | None = None) -> str:
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    root = (root or Path.cwd()).resolve()
+    return f"sqlite:///{root / 'mlflow' / 'mlflow.db'}"
+
+
+def setup(root: Path | None = None) -> str:
+    """Point MLflow at the project's store and return the experiment id."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import mlflow
+
+    root = (root or Path.cwd()).resolve()
+    uri = tracking_uri(root)
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    exp = mlflow.get_experiment_by_name(EXPERIMENT)
+    if exp is not None:
+        return exp.experiment_id
+    artifacts = (root / "mlflow" / "artifacts").as_uri() if uri.startswith("sqlite") else None
+    try:
+        return mlflow.create_experiment(EXPERIMENT, artifact_location=artifacts)
+    except Exception:  # created concurrently by another process
+        return mlflow.get_experiment_by_name(EXPERIMENT).experiment_id
+
+
+def flatten(obj: object, prefix: str = "") -> dict[str, object]:
+    if isinstance(obj, dict):
+        out: dict[str, object] = {}
+        for k, v in obj.items():
+            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: obj}
+
+
+def safe_params(params: dict[str, object]) -> dict[str, str]:
+    """Params as MLflow strings, with anything that looks like a secret withheld."""
+    out = {}
+    for k, v in flatten(params).items():
+        out[k] = "***" if SECRET_KEY.search(k.rsplit(".", 1)[-1]) else str(v)[:5000]
+    return out
+
+
+@contextlib.contextmanager
+def stage_run(stage: str, params: dict) -> Iterator[object]:
+    """Open the stage's MLflow run (a child of the flow's run when there is one)."""
+    import mlflow
+
+    exp_id = setup()
+    parent = os.environ.get(PARENT_ENV) or None
+    tags = {"stage": stage, "mlflow.runName": stage}
+    with mlflow.start_run(experiment_id=exp_id, run_name=stage, parent_run_id=parent, tags=tags,
+                          nested=parent is not None) as run:
+        mlflow.log_params(safe_params({stage: params}))
+        yield run
+
+
+def active() -> bool:
+    import mlflow
+
+    return mlflow.active_run() is not None
+
+
+def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
+    if not active():
+        return
+    import mlflow
+
+    flat = {k: float(v) for k, v in flatten(metrics).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if flat:
+        mlflow.log_metrics(flat, step=step)
+
+
+def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
+    if not active() or not Path(path).exists():
+        return
+    import mlflow
+
+    if Path(path).is_dir():
+        mlflow.log_artifacts(str(path), artifact_path)
+    else:
+        mlflow.log_artifact(str(path), artifact_path)
+
+
+def save_curves(history: list[dict], title: str, out_png: Path, keys: list[str]) -> None:
+    """Draw the curves as a PNG and attach it to the stage's MLflow run."""
+    if history:
+        plot_history(history, title, out_png, keys)
+        log_artifact(out_png, "plots")
+
+
+def plot_history(history: list[dict], title: str, out_png: Path, keys: list[str] | None = None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = keys or sorted({k for row in history for k in row if k != "step"})
+    keys = [k for k in keys if any(k in row for row in history)]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        pts = [(row["step"], row[key]) for row in history if key in row]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="." if len(pts) < 30 else None)
+        ax.set_title(key)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_png.with_name("." + out_png.name + ".tmp.png")
+    fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    os.replace(tmp, out_png)
+
+
+def write_history(path: Path, history: list[dict]) -> None:
+    """DVC plots read this JSON list of {step, ...} rows."""
+    from core.io import atomic_file
+
+    with atomic_file(path) as fh:
+        json.dump(history, fh, indent=1)

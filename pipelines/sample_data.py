@@ -1,0 +1,260 @@
+"""Deterministic sample data for the demo and the tests.
+
+Four inputs, written under data/sample/:
+- general.jsonl      encyclopedia-style English documents, with planted exact and near duplicates,
+                     web boilerplate, non-English text, junk and PII for the cleaning stage to find;
+- domain.jsonl       product reviews (the domain for continued pretraining), with the same kinds of noise;
+- instructions.jsonl Alpaca records of a checkable task: "is this review positive or negative?";
+- preferences.jsonl  prompt/chosen/rejected pairs over the same task: a correct answer in a full sentence
+                     beats a bare label, and any correct answer beats a wrong one.
+
+Every review text is unique across the three review sets, so a held-out example can never be in training.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+
+SAMPLE_DIR = Path("data/sample")
+
+# --------------------------------------------------------------------------- vocabulary
+SYL = ["ka", "lo", "mi", "ren", "tor", "va", "bel", "dun", "sa", "qui", "mar", "ostr", "fen", "gal", "ith",
+       "bra", "cor", "del", "wyn", "hal", "per", "ros", "tam", "ul", "zen", "ny", "os", "ard", "ley", "ton"]
+REGIONS = ["northern", "southern", "eastern", "western", "central", "coastal", "highland", "lowland"]
+FEATURES = ["old stone bridges", "busy weekly market", "narrow streets", "large public library", "annual music festival",
+            "quiet harbour", "tall clock tower", "green parks", "ancient castle", "famous bakery", "wide river beaches",
+            "painted houses", "railway station", "botanical garden", "maritime museum"]
+INDUSTRIES = ["farming", "fishing", "tourism", "textile work", "shipbuilding", "mining", "education", "forestry",
+              "trade", "printing"]
+FIELDS = ["chemist", "botanist", "astronomer", "historian", "geologist", "mathematician", "physician", "engineer",
+          "linguist", "architect"]
+TOPICS = ["the movement of glaciers", "the chemistry of soil", "the orbits of comets", "ancient trade routes",
+          "the growth of ferns", "prime numbers", "the spread of fevers", "the design of bridges", "old northern dialects",
+          "the structure of crystals", "tides and currents", "the migration of birds"]
+ANIMALS = ["fox", "heron", "otter", "badger", "owl", "salmon", "beetle", "deer", "hare", "swallow", "lynx", "toad"]
+HABITATS = ["forests", "wetlands", "rivers", "meadows", "mountains", "coastal cliffs", "old orchards", "marshes"]
+FOODS = ["berries", "insects", "small fish", "seeds", "roots", "worms", "grass", "nuts"]
+SEASONS = ["spring", "summer", "autumn", "winter"]
+
+PRODUCTS = ["kettle", "blender", "toaster", "vacuum cleaner", "desk lamp", "backpack", "water bottle", "headphones",
+            "coffee grinder", "rice cooker", "office chair", "phone case", "hair dryer", "electric fan", "frying pan",
+            "keyboard", "wireless mouse", "umbrella", "yoga mat", "alarm clock", "tent", "sleeping bag", "camera bag",
+            "bread knife", "microwave", "space heater", "garden hose", "air purifier"]
+PARTS = ["handle", "lid", "button", "cable", "switch", "base", "strap", "zipper", "screen", "motor", "blade",
+         "battery", "cover", "finish", "plug", "wheel"]
+WHEN = ["last week", "a month ago", "two weeks ago", "for my kitchen", "as a gift", "for my office", "on sale",
+        "after reading the manual", "for our holiday", "yesterday"]
+POS_ADJ = ["sturdy", "solid", "smooth", "well made", "excellent", "reliable", "comfortable", "quiet", "elegant", "strong"]
+NEG_ADJ = ["flimsy", "cheap", "loose", "badly made", "awful", "unreliable", "uncomfortable", "noisy", "ugly", "weak"]
+POS_VP = ["works perfectly", "arrived quickly", "does exactly what it promises", "feels great in the hand",
+          "heats up fast", "saves me a lot of time", "still looks new", "is easy to clean", "was worth every penny",
+          "exceeded my expectations"]
+NEG_VP = ["stopped working after a week", "arrived broken", "does not do what it promises", "feels terrible in the hand",
+          "takes forever to heat up", "wastes a lot of my time", "already looks worn out", "is hard to clean",
+          "was a waste of money", "disappointed me from day one"]
+POS_END = ["I would recommend it to anyone.", "I am very happy with it.", "I would buy it again.", "Great value overall.",
+           "My whole family loves it.", "Highly recommended."]
+NEG_END = ["I would not recommend it.", "I am very unhappy with it.", "I will never buy it again.",
+           "Poor value overall.", "I returned it the next day.", "Avoid this one."]
+QUESTIONS = ["Is this review positive or negative?", "Classify the sentiment of this review as positive or negative.",
+             "Does the customer like the product? Answer positive or negative.",
+             "Read the review and say whether it is positive or negative."]
+
+BOILERPLATE = ["Home | About | Contact | Blog", "This site uses cookies. Accept all cookies to continue.",
+               "All rights reserved.", "Subscribe to our newsletter for the latest updates!",
+               "Click here to read more.", "Please enable JavaScript to view this page.", "Terms of use | Privacy policy"]
+FOREIGN = [
+    "Die Stadt liegt am Fluss und ist für ihre alten Brücken bekannt. Viele Menschen arbeiten dort in der Landwirtschaft.",
+    "La ville se trouve au bord de la rivière et elle est connue pour son marché. Les habitants travaillent dans le commerce.",
+    "La ciudad está junto al río y es famosa por su mercado semanal. Muchas personas trabajan en la pesca.",
+    "Ich habe diesen Wasserkocher letzte Woche gekauft. Der Griff ist stabil und er funktioniert sehr gut.",
+    "J'ai acheté cette lampe le mois dernier. Elle est solide et je la recommande à tout le monde.",
+    "Compré esta mochila hace dos semanas. Es cómoda y la recomendaría a cualquiera.",
+    "Questa città si trova vicino al mare ed è conosciuta per il suo porto tranquillo e le case colorate.",
+]
+FIRST = ["Anna", "Ben", "Clara", "David", "Elena", "Frank", "Grace", "Hugo", "Iris", "James"]
+LAST = ["Smith", "Jones", "Brown", "Taylor", "Wilson", "Evans", "Walker", "Wright"]
+
+
+def name(rng: random.Random, syllables: int = 2) -> str:
+    return "".join(rng.choice(SYL) for _ in range(syllables)).capitalize()
+
+
+def general_doc(rng: random.Random) -> str:
+    kind = rng.randrange(4)
+    if kind == 0:
+        town, city, river = name(rng), name(rng, 3), name(rng)
+        s = [f"{town} is a small town in the {rng.choice(REGIONS)} region.",
+             f"It lies on the {river} river, about {rng.randint(5, 90)} kilometres from {city}.",
+             f"The town is known for its {rng.choice(FEATURES)} and its {rng.choice(FEATURES)}.",
+             f"Most people in {town} work in {rng.choice(INDUSTRIES)} or {rng.choice(INDUSTRIES)}.",
+             f"In {rng.choice(SEASONS)} many visitors come to {town} to see the {rng.choice(FEATURES)}.",
+             f"The population of {town} is about {rng.randint(2, 60) * 1000} people."]
+    elif kind == 1:
+        person = f"{name(rng)} {name(rng, 3)}"
+        pron = rng.choice(["he", "she"])
+        s = [f"{person} was a {rng.choice(FIELDS)} who studied {rng.choice(TOPICS)}.",
+             f"In {rng.randint(1700, 1990)}, {pron} published a long paper on {rng.choice(TOPICS)}.",
+             f"The work of {person} changed how people think about {rng.choice(TOPICS)}.",
+             f"Later {pron} taught at the university of {name(rng, 3)} for {rng.randint(3, 30)} years.",
+             f"Many students of {person} became known for their own work on {rng.choice(TOPICS)}."]
+    elif kind == 2:
+        animal, hab = rng.choice(ANIMALS), rng.choice(HABITATS)
+        s = [f"The {animal} lives in {hab} and {rng.choice(HABITATS)}.",
+             f"It feeds mostly on {rng.choice(FOODS)} and {rng.choice(FOODS)}.",
+             f"In {rng.choice(SEASONS)} the {animal} raises its young in a safe place.",
+             f"A grown {animal} can live for about {rng.randint(2, 25)} years in the wild.",
+             f"The {animal} is common in the {rng.choice(REGIONS)} part of the country."]
+    else:
+        place = name(rng, 3)
+        s = [f"The weather in {place} is mild for most of the year.",
+             f"In {rng.choice(SEASONS)} the temperature can reach {rng.randint(10, 38)} degrees.",
+             f"Rain falls mostly in {rng.choice(SEASONS)}, when the {rng.choice(REGIONS)} winds arrive.",
+             f"Farmers near {place} grow wheat, apples and {rng.choice(FOODS)}.",
+             f"The river near {place} sometimes floods after a long {rng.choice(SEASONS)}."]
+    rng.shuffle(s[1:])  # keep the topic sentence first
+    return " ".join(s[: rng.randint(3, len(s))])
+
+
+def review(rng: random.Random, positive: bool) -> str:
+    product = rng.choice(PRODUCTS)
+    # three aspect sentences; sometimes one of them goes against the overall verdict
+    flips = {rng.randrange(3)} if rng.random() < 0.3 else set()
+    sentences = [f"I bought this {product} {rng.choice(WHEN)}."]
+    parts = rng.sample(PARTS, 3)
+    for i in range(3):
+        good = positive != (i in flips)
+        if rng.random() < 0.5:
+            sentences.append(f"The {parts[i]} is {rng.choice(POS_ADJ if good else NEG_ADJ)}.")
+        else:
+            sentences.append(f"It {rng.choice(POS_VP if good else NEG_VP)}.")
+    sentences.append(rng.choice(POS_END if positive else NEG_END))
+    return " ".join(sentences)
+
+
+def unique_reviews(rng: random.Random, n: int, seen: set[str]) -> list[tuple[str, bool]]:
+    out = []
+    while len(out) < n:
+        positive = rng.random() < 0.5
+        text = review(rng, positive)
+        if text not in seen:
+            seen.add(text)
+            out.append((text, positive))
+    return out
+
+
+def pii_sentence(rng: random.Random) -> str:
+    first, last = rng.choice(FIRST), rng.choice(LAST)
+    return rng.choice([
+        f"Contact {first} at {first.lower()}.{last.lower()}@example.com for details.",
+        f"Call {first} on 555-{rng.randint(100, 999)}-{rng.randint(1000, 9999)} after six.",
+        f"The server at 192.168.{rng.randint(0, 255)}.{rng.randint(1, 254)} hosts the archive.",
+    ])
+
+
+def junk(rng: random.Random) -> str:
+    chars = "abcdefghijklmnopqrstuvwxyz0123456789#$%&*@!~^"
+    if rng.random() < 0.5:
+        return "".join(rng.choice(chars) for _ in range(rng.randint(40, 200)))
+    return rng.choice(["ok", "see above", "!!!!!!", "lol", "1 2 3 4"])
+
+
+def near_duplicate(rng: random.Random, text: str) -> str:
+    words = text.split()
+    for _ in range(max(1, len(words) // 40)):
+        i = rng.randrange(len(words))
+        words[i] = rng.choice(["very", "quite", "also", "still", "often"])
+    return " ".join(words)
+
+
+def noisy_corpus(rng: random.Random, docs: list[str]) -> list[str]:
+    """Plant the problems the cleaning stage must find, in known proportions."""
+    out = list(docs)
+    n = len(docs)
+    for _ in range(n * 6 // 100):
+        out.append(rng.choice(docs))  # exact duplicates
+    for _ in range(n * 5 // 100):
+        out.append(near_duplicate(rng, rng.choice(docs)))
+    for _ in range(n * 3 // 100):
+        out.append("\n".join(rng.sample(BOILERPLATE, 3)))  # pure boilerplate pages
+    for _ in range(n * 5 // 100):  # good text wrapped in boilerplate lines
+        out.append("\n".join([rng.choice(BOILERPLATE), rng.choice(docs) + " " + rng.choice(docs).split(". ")[0] + ".",
+                              rng.choice(BOILERPLATE)]))
+    for _ in range(n * 3 // 100):
+        out.append(" ".join(rng.sample(FOREIGN, 2)))
+    for _ in range(n * 3 // 100):
+        out.append(junk(rng))
+    for _ in range(n * 3 // 100):
+        i = rng.randrange(len(out))
+        out[i] = out[i] + " " + pii_sentence(rng)
+    rng.shuffle(out)
+    return out
+
+
+def answer_text(rng: random.Random, positive: bool, verbose: bool) -> str:
+    label = "positive" if positive else "negative"
+    return f"The review is {label}." if verbose else label
+
+
+def generate(out_dir: Path = SAMPLE_DIR, seed: int = 0, scale: float = 1.0) -> dict[str, Path]:
+    rng = random.Random(seed)
+    n_general, n_domain = int(6000 * scale), int(2500 * scale)
+    n_instr, n_pref = int(3000 * scale), int(2000 * scale)
+
+    general = []
+    seen_general: set[str] = set()
+    while len(general) < n_general:
+        doc = general_doc(rng)
+        if doc not in seen_general:
+            seen_general.add(doc)
+            general.append(doc)
+    seen_reviews: set[str] = set()
+    domain = [t for t, _ in unique_reviews(rng, n_domain, seen_reviews)]
+    instr = unique_reviews(rng, n_instr, seen_reviews)
+    prefs = unique_reviews(rng, n_pref, seen_reviews)
+
+    files = {k: out_dir / f"{k}.jsonl" for k in ("general", "domain", "instructions", "preferences")}
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def dump(path: Path, rows: list[dict]) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+        tmp.replace(path)
+
+    dump(files["general"], [{"text": t} for t in noisy_corpus(rng, general)])
+    dump(files["domain"], [{"text": t} for t in noisy_corpus(rng, domain)])
+    # the SFT data answers mostly with a bare label; the preference data asks for a full sentence
+    dump(files["instructions"], [
+        {"instruction": rng.choice(QUESTIONS), "input": text, "output": answer_text(rng, pos, rng.random() < 0.25)}
+        for text, pos in instr])
+    pref_rows = []
+    for text, pos in prefs:
+        prompt = f"{rng.choice(QUESTIONS)}\n\n{text}"
+        kind = rng.randrange(3)
+        chosen = answer_text(rng, pos, verbose=kind != 2)
+        rejected = answer_text(rng, pos if kind == 0 else not pos, verbose=kind != 0)
+        pref_rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
+    dump(files["preferences"], pref_rows)
+    return files
+
+
+def ensure(out_dir: Path = SAMPLE_DIR) -> None:
+    names = ("general", "domain", "instructions", "preferences")
+    if not all((out_dir / f"{k}.jsonl").exists() for k in names):
+        generate(out_dir)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=SAMPLE_DIR)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--scale", type=float, default=1.0)
+    args = ap.parse_args()
+    for k, p in generate(args.out, args.seed, args.scale).items():
+        print(f"{k}: {p}")
+
+
+if __name__ == "__main__":
+    main()

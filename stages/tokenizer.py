@@ -1,0 +1,85 @@
+"""Stage `tokenizer`: byte-level BPE (HF tokenizers) with special tokens and the chat template.
+
+Trained on the training splits only; reports bytes per token on held-out text.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from core.config import StageConfig
+from core.errors import ConfigError
+from core.io import atomic_dir, read_jsonl, write_json
+from core.lm import CHAT_TEMPLATE, EOS, PAD, SPECIAL_TOKENS
+
+CLEAN = Path("data/clean")
+OUT_DIR = Path("artifacts/tokenizer")
+METRICS = Path("metrics/tokenizer.json")
+
+
+class Config(StageConfig):
+    vocab_size: int = Field(2048, gt=0)
+    min_frequency: int = Field(2, ge=1)
+
+
+def training_texts() -> list[str]:
+    texts = [r["text"] for name in ("general", "domain") for r in read_jsonl(CLEAN / f"{name}.train.jsonl")]
+    for r in read_jsonl(CLEAN / "instructions.train.jsonl"):
+        texts.extend(m["content"] for m in r["messages"])
+    return texts
+
+
+def build(texts: list[str], cfg: Config):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    if cfg.vocab_size < 256 + len(SPECIAL_TOKENS):
+        raise ConfigError(f"tokenizer.vocab_size: {cfg.vocab_size} is smaller than the 256 byte symbols plus "
+                          f"{len(SPECIAL_TOKENS)} special tokens")
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(vocab_size=cfg.vocab_size, min_frequency=cfg.min_frequency,
+                                  special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator(texts, trainer, length=len(texts))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=PAD,
+                                   additional_special_tokens=SPECIAL_TOKENS[2:], clean_up_tokenization_spaces=False)
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def bytes_per_token(tokenizer, texts: list[str]) -> float:
+    n_bytes = sum(len(t.encode("utf-8")) for t in texts)
+    n_tokens = sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
+    return n_bytes / max(n_tokens, 1)
+
+
+def run(cfg: Config) -> dict:
+    tokenizer = build(training_texts(), cfg)
+    metrics = {"vocab_size": len(tokenizer)}
+    for name in ("general", "domain"):
+        held = [r["text"] for r in read_jsonl(CLEAN / f"{name}.heldout.jsonl")]
+        metrics[f"bytes_per_token_{name}"] = round(bytes_per_token(tokenizer, held), 4)
+    # the chat template must round-trip through the special tokens
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True,
+                                           tokenize=False)
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    if tokenizer.convert_tokens_to_ids("<|assistant|>") not in ids:
+        raise RuntimeError("chat template does not encode <|assistant|> as one special token")
+    with atomic_dir(OUT_DIR) as tmp:
+        tokenizer.save_pretrained(tmp)
+    write_json(METRICS, metrics)
+    return metrics
+
+
+def main() -> None:
+    from core.stage import stage_main
+
+    stage_main("tokenizer", Config, run)
+
+
+if __name__ == "__main__":
+    main()
