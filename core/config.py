@@ -60,7 +60,18 @@ def load_section(section: str, model: type[M], path: Path | None = None) -> M:
     params = read_params(path)
     if section not in params:
         raise ConfigError(f"{path}: missing section '{section}'")
-    return validate_section(model, section, params[section], str(path))
+    values = params[section]
+    # a stage may also read whole top-level sections (clean reads `data`), listed in INCLUDE
+    included = getattr(model, "INCLUDE", ())
+    if included:
+        values = dict(values or {})
+        for name in included:
+            if name in values:
+                raise ConfigError(f"{path}: {section}.{name}: set it in the top-level '{name}' section instead")
+            if name not in params:
+                raise ConfigError(f"{path}: missing section '{name}'")
+            values[name] = validate_section(model.model_fields[name].annotation, name, params[name], str(path))
+    return validate_section(model, section, values, str(path))
 
 
 def parse_override(item: str) -> tuple[list[str], object]:

@@ -11,13 +11,16 @@ import torch.nn.functional as F
 
 from core.errors import InputError
 
-EOS = "<|end|>"
+DOC_SEP = "<|endoftext|>"  # between pretraining documents
+EOS = "<|end|>"  # ends a chat turn; generation stops here
 PAD = "<|pad|>"
-SPECIAL_TOKENS = [EOS, PAD, "<|system|>", "<|user|>", "<|assistant|>"]
+# Separate document and turn ends: a model pretrained to forget everything before a document boundary
+# would otherwise ignore the user's message when it answers.
+SPECIAL_TOKENS = [DOC_SEP, EOS, PAD, "<|system|>", "<|user|>", "<|assistant|>"]
 # One template, carried by the tokenizer and used by every stage.
 CHAT_TEMPLATE = (
     "{%- for message in messages -%}"
-    "{{ '<|' + message['role'] + '|>\n' + message['content'] + '<|end|>\n' }}"
+    "{{ '<|' + message['role'] + '|>\n' + message['content'] + '<|end|>' }}"
     "{%- endfor -%}"
     "{%- if add_generation_prompt -%}{{ '<|assistant|>\n' }}{%- endif -%}"
 )
@@ -131,12 +134,13 @@ def sample_tokens(model, input_ids, attention_mask, max_new_tokens, eos_id, do_s
 
 
 def pack(tokenizer, texts: Sequence[str], seq_len: int) -> torch.Tensor:
-    """Documents joined by eos and cut into [n, seq_len] blocks (the remainder is dropped)."""
+    """Documents joined by the document separator and cut into [n, seq_len] blocks (remainder dropped)."""
+    sep = tokenizer.convert_tokens_to_ids(DOC_SEP)
     ids: list[int] = []
     for i in range(0, len(texts), 1000):
         for row in tokenizer(list(texts[i:i + 1000]), add_special_tokens=False)["input_ids"]:
             ids.extend(row)
-            ids.append(tokenizer.eos_token_id)
+            ids.append(sep)
     n = len(ids) // seq_len
     if n == 0:
         raise InputError(f"only {len(ids)} tokens: fewer than one block of seq_len={seq_len}")

@@ -89,6 +89,7 @@ def general_doc(rng: random.Random) -> str:
         s = [f"{town} is a small town in the {rng.choice(REGIONS)} region.",
              f"It lies on the {river} river, about {rng.randint(5, 90)} kilometres from {city}.",
              f"The town is known for its {rng.choice(FEATURES)} and its {rng.choice(FEATURES)}.",
+             f"Reviews of the {rng.choice(FEATURES)} are mostly {rng.choice(['positive', 'negative'])}.",
              f"Most people in {town} work in {rng.choice(INDUSTRIES)} or {rng.choice(INDUSTRIES)}.",
              f"In {rng.choice(SEASONS)} many visitors come to {town} to see the {rng.choice(FEATURES)}.",
              f"The population of {town} is about {rng.randint(2, 60) * 1000} people."]
@@ -98,6 +99,9 @@ def general_doc(rng: random.Random) -> str:
         s = [f"{person} was a {rng.choice(FIELDS)} who studied {rng.choice(TOPICS)}.",
              f"In {rng.randint(1700, 1990)}, {pron} published a long paper on {rng.choice(TOPICS)}.",
              f"The work of {person} changed how people think about {rng.choice(TOPICS)}.",
+             f"The first review of the paper was {rng.choice(['positive', 'negative'])}, and the second was "
+             f"{rng.choice(['positive', 'negative', 'mixed'])}.",
+             f"The review is {rng.choice(['short', 'long', 'careful'])} and its tone is {rng.choice(['positive', 'negative'])}.",
              f"Later {pron} taught at the university of {name(rng, 3)} for {rng.randint(3, 30)} years.",
              f"Many students of {person} became known for their own work on {rng.choice(TOPICS)}."]
     elif kind == 2:
@@ -113,6 +117,7 @@ def general_doc(rng: random.Random) -> str:
              f"In {rng.choice(SEASONS)} the temperature can reach {rng.randint(10, 38)} degrees.",
              f"Rain falls mostly in {rng.choice(SEASONS)}, when the {rng.choice(REGIONS)} winds arrive.",
              f"Farmers near {place} grow wheat, apples and {rng.choice(FOODS)}.",
+             f"The outlook for the harvest is {rng.choice(['positive', 'negative'])} this year.",
              f"The river near {place} sometimes floods after a long {rng.choice(SEASONS)}."]
     rng.shuffle(s[1:])  # keep the topic sentence first
     return " ".join(s[: rng.randint(3, len(s))])

@@ -13,6 +13,7 @@ import re
 import unicodedata
 from collections import Counter
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 from pydantic import Field
@@ -42,6 +43,7 @@ class MinHashConfig(StageConfig):
 
 
 class Config(StageConfig):
+    INCLUDE: ClassVar[tuple[str, ...]] = ("data",)
     data: DataConfig
     seed: int = 0
     heldout_fraction: float = Field(0.05, gt=0, lt=1)

@@ -46,7 +46,7 @@ def build(texts: list[str], cfg: Config):
                                   show_progress=False)
     tok.train_from_iterator(texts, trainer, length=len(texts))
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=PAD,
-                                   additional_special_tokens=SPECIAL_TOKENS[2:], clean_up_tokenization_spaces=False)
+                                   additional_special_tokens=[t for t in SPECIAL_TOKENS if t not in (EOS, PAD)], clean_up_tokenization_spaces=False)
     fast.chat_template = CHAT_TEMPLATE
     return fast
 

@@ -1,0 +1,211 @@
+"""A compact PPO trainer for RLHF (TRL removed its PPOTrainer in 1.13).
+
+Per update: sample answers from the policy, score them with the reward model, turn the score into
+per-token rewards with a KL penalty to the frozen reference, estimate advantages with GAE from a value
+model, then run a few epochs of clipped policy and value losses. The KL coefficient is fixed or adapted
+(Ziegler et al. 2019). Logged names follow TRL's PPOTrainer (objective/kl, objective/scores, ...).
+"""
+from __future__ import annotations
+
+import math
+import random
+from typing import Callable, Sequence
+
+import torch
+from pydantic import Field
+from tqdm import tqdm
+
+from core.config import StageConfig
+from core.lm import _decode_responses, _prompt_batches, sample_tokens
+
+
+class PPOSettings(StageConfig):
+    steps: int = Field(gt=0, description="rollout + optimisation rounds")
+    batch_size: int = Field(16, gt=0, description="prompts per rollout")
+    mini_batch_size: int = Field(8, gt=0)
+    ppo_epochs: int = Field(2, gt=0)
+    lr: float = Field(1e-5, gt=0)
+    max_new_tokens: int = Field(12, gt=0)
+    temperature: float = Field(1.0, gt=0)
+    kl_coef: float = Field(0.05, ge=0)
+    adaptive_kl: bool = False
+    target_kl: float = Field(6.0, gt=0, description="adaptive: target KL per answer (nats)")
+    kl_horizon: int = Field(10000, gt=0)
+    cliprange: float = Field(0.2, gt=0)
+    cliprange_value: float = Field(0.2, gt=0)
+    vf_coef: float = Field(0.1, ge=0)
+    gamma: float = Field(1.0, gt=0, le=1)
+    lam: float = Field(0.95, ge=0, le=1)
+    missing_eos_penalty: float = Field(1.0, ge=0, description="subtracted from the score of an unfinished answer")
+    grad_clip: float = Field(1.0, gt=0)
+
+
+# --------------------------------------------------------------------------- the maths, unit-tested
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (x * mask).sum() / mask.sum().clamp(min=1)
+
+
+def masked_whiten(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
+    return (x - mean) * torch.rsqrt(var + eps) * mask
+
+
+def kl_penalised_rewards(logprobs, ref_logprobs, scores, mask, kl_coef: float):
+    """Per-token reward: -kl_coef * (logp - logp_ref) everywhere, plus the score on the last real token."""
+    kl = (logprobs - ref_logprobs) * mask
+    rewards = -kl_coef * kl
+    last = (mask.sum(1).long() - 1).clamp(min=0)
+    rewards[torch.arange(len(scores)), last] += scores
+    return rewards, kl
+
+
+def gae(rewards, values, mask, gamma: float, lam: float):
+    """Generalised advantage estimation over the answer tokens; returns (advantages, returns)."""
+    T = rewards.shape[1]
+    adv = torch.zeros_like(rewards)
+    last = torch.zeros(rewards.shape[0], dtype=rewards.dtype, device=rewards.device)
+    values = values * mask
+    for t in reversed(range(T)):
+        next_value = values[:, t + 1] if t + 1 < T else torch.zeros_like(last)
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        last = delta + gamma * lam * last * (mask[:, t + 1] if t + 1 < T else 0)
+        adv[:, t] = last * mask[:, t]
+    return adv, (adv + values) * mask
+
+
+def clipped_policy_loss(logprobs, old_logprobs, advantages, mask, cliprange: float):
+    ratio = torch.exp(logprobs - old_logprobs)
+    loss = torch.max(-advantages * ratio, -advantages * ratio.clamp(1 - cliprange, 1 + cliprange))
+    clipfrac = masked_mean(((ratio - 1).abs() > cliprange).float(), mask)
+    return masked_mean(loss, mask), clipfrac
+
+
+def clipped_value_loss(values, old_values, returns, mask, cliprange_value: float):
+    clipped = old_values + (values - old_values).clamp(-cliprange_value, cliprange_value)
+    loss = 0.5 * torch.max((values - returns) ** 2, (clipped - returns) ** 2)
+    clipfrac = masked_mean(((values - returns) ** 2 < (clipped - returns) ** 2).float(), mask)
+    return masked_mean(loss, mask), clipfrac
+
+
+class AdaptiveKL:
+    """Proportional controller that steers the per-answer KL toward a target."""
+
+    def __init__(self, init: float, target: float, horizon: int):
+        self.value, self.target, self.horizon = init, target, horizon
+
+    def update(self, current_kl: float, n_steps: int) -> None:
+        error = max(min(current_kl / self.target - 1, 0.2), -0.2)
+        self.value *= 1 + error * n_steps / self.horizon
+
+
+# --------------------------------------------------------------------------- the trainer
+def token_logprobs(model, seq, attn, pos, start: int) -> torch.Tensor:
+    """Log-probabilities of seq[:, start:] under the model."""
+    logits = model(input_ids=seq, attention_mask=attn, position_ids=pos).logits[:, start - 1:-1].float()
+    return torch.log_softmax(logits, -1).gather(-1, seq[:, start:, None]).squeeze(-1)
+
+
+def token_values(value_model, seq, attn, pos, start: int) -> torch.Tensor:
+    return value_model(input_ids=seq, attention_mask=attn, position_ids=pos).logits[:, start - 1:-1, 0].float()
+
+
+class PPOTrainer:
+    def __init__(self, policy, reference, value_model, tokenizer,
+                 score_fn: Callable[[list[list[dict]], list[str]], list[float]], settings: PPOSettings, seed: int,
+                 log_fn: Callable[[dict, int], None] | None = None):
+        self.policy, self.reference, self.value_model = policy, reference, value_model
+        self.tokenizer, self.score_fn, self.s = tokenizer, score_fn, settings
+        self.log_fn = log_fn or (lambda row, step: None)
+        self.gen = torch.Generator(device=policy.device).manual_seed(seed)
+        self.rng = random.Random(seed)
+        self.kl = AdaptiveKL(settings.kl_coef, settings.target_kl, settings.kl_horizon)
+        params = [p for p in list(policy.parameters()) + list(value_model.parameters()) if p.requires_grad]
+        self.opt = torch.optim.AdamW(params, lr=settings.lr, eps=1e-5)
+        reference.requires_grad_(False)
+
+    @torch.no_grad()
+    def rollout(self, prompts: Sequence[list[dict]]) -> dict:
+        s, tok = self.s, self.tokenizer
+        (ids, attn), = list(_prompt_batches(tok, prompts, len(prompts), self.policy.device))
+        seq = sample_tokens(self.policy, ids, attn, s.max_new_tokens, tok.eos_token_id, True, s.temperature, self.gen)
+        start = ids.shape[1]
+        response = seq[:, start:]
+        # answer mask: every token up to and including the first eos
+        is_eos = response == tok.eos_token_id
+        after_eos = (is_eos.cumsum(1) - is_eos.long()) > 0
+        mask = (~after_eos).float()
+        finished = is_eos.any(1)
+        full_attn = torch.cat([attn, mask.long()], dim=1)
+        pos = (full_attn.cumsum(-1) - 1).clamp(min=0)
+        self.policy.eval()
+        self.value_model.eval()
+        logprobs = token_logprobs(self.policy, seq, full_attn, pos, start)
+        ref_logprobs = token_logprobs(self.reference, seq, full_attn, pos, start)
+        values = token_values(self.value_model, seq, full_attn, pos, start)
+        texts = _decode_responses(tok, response)
+        scores = torch.tensor(self.score_fn(list(prompts), texts), dtype=torch.float32, device=seq.device)
+        scores = scores - self.s.missing_eos_penalty * (~finished).float()
+        return dict(seq=seq, attn=full_attn, pos=pos, start=start, mask=mask, logprobs=logprobs,
+                    ref_logprobs=ref_logprobs, values=values, scores=scores, texts=texts, finished=finished)
+
+    def step(self, prompts: Sequence[list[dict]], step: int) -> dict:
+        s = self.s
+        batch = self.rollout(prompts)
+        mask = batch["mask"]
+        rewards, kl = kl_penalised_rewards(batch["logprobs"], batch["ref_logprobs"], batch["scores"], mask,
+                                           self.kl.value)
+        advantages, returns = gae(rewards, batch["values"], mask, s.gamma, s.lam)
+        advantages = masked_whiten(advantages, mask)
+        stats: dict[str, list[float]] = {k: [] for k in ("pg_loss", "vf_loss", "pg_clipfrac", "vf_clipfrac", "approxkl")}
+        self.policy.train()
+        self.value_model.train()
+        n = len(prompts)
+        for _ in range(s.ppo_epochs):
+            order = list(range(n))
+            self.rng.shuffle(order)
+            for i in range(0, n, s.mini_batch_size):
+                idx = torch.tensor(order[i:i + s.mini_batch_size], device=mask.device)
+                seq, attn, pos, m = batch["seq"][idx], batch["attn"][idx], batch["pos"][idx], mask[idx]
+                new_lp = token_logprobs(self.policy, seq, attn, pos, batch["start"])
+                new_v = token_values(self.value_model, seq, attn, pos, batch["start"])
+                pg_loss, pg_clip = clipped_policy_loss(new_lp, batch["logprobs"][idx], advantages[idx], m, s.cliprange)
+                vf_loss, vf_clip = clipped_value_loss(new_v, batch["values"][idx], returns[idx], m, s.cliprange_value)
+                loss = pg_loss + s.vf_coef * vf_loss
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"PPO loss is {loss.item()} at step {step}")
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_([p for g in self.opt.param_groups for p in g["params"]], s.grad_clip)
+                self.opt.step()
+                with torch.no_grad():
+                    stats["approxkl"].append(masked_mean(0.5 * (new_lp - batch["logprobs"][idx]) ** 2, m).item())
+                for k, v in (("pg_loss", pg_loss), ("vf_loss", vf_loss), ("pg_clipfrac", pg_clip),
+                             ("vf_clipfrac", vf_clip)):
+                    stats[k].append(float(v))
+        mean_kl = kl.sum(1).mean().item()
+        row = {
+            "objective/kl": mean_kl, "objective/scores": batch["scores"].mean().item(),
+            "objective/rlhf_reward": (batch["scores"] - self.kl.value * kl.sum(1)).mean().item(),
+            "objective/kl_coef": self.kl.value, "policy/clipfrac_avg": _avg(stats["pg_clipfrac"]),
+            "policy/approxkl_avg": _avg(stats["approxkl"]), "loss/policy_avg": _avg(stats["pg_loss"]),
+            "loss/value_avg": _avg(stats["vf_loss"]), "val/clipfrac_avg": _avg(stats["vf_clipfrac"]),
+            "val/mean": masked_mean(batch["values"], mask).item(), "val/num_eos_tokens": float(batch["finished"].sum()),
+            "response_length": mask.sum(1).mean().item(),
+        }
+        if s.adaptive_kl:
+            self.kl.update(mean_kl, n)
+        self.log_fn(row, step)
+        return row
+
+    def train(self, prompts: Sequence[list[dict]]) -> list[dict]:
+        history = []
+        for step in tqdm(range(1, self.s.steps + 1), desc="ppo", mininterval=2.0):
+            batch = [prompts[self.rng.randrange(len(prompts))] for _ in range(self.s.batch_size)]
+            row = self.step(batch, step)
+            history.append({"step": step, **row})
+        return history
+
+
+def _avg(xs: list[float]) -> float:
+    return sum(xs) / len(xs) if xs else math.nan

@@ -1,0 +1,119 @@
+"""Stage `align`: RLHF from the SFT model, `method: dpo | ppo`.
+
+dpo: TRL's DPOTrainer on the preference pairs, reference = the SFT model.
+ppo: the project's PPO trainer (core.ppo): policy and reference from SFT, value model initialised from
+     the reward model, rewards from the `reward` stage's model with a per-token KL penalty.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from core import runtime, tracking
+from core.config import StageConfig
+from core.hf_trainers import HistoryCallback, common_args
+from core.io import atomic_dir, read_jsonl, write_json
+from core.lm import load_causal_lm, load_tokenizer, require_dir, reward_scores
+from core.ppo import PPOSettings, PPOTrainer
+
+CLEAN = Path("data/clean")
+SFT = Path("artifacts/sft")
+REWARD = Path("artifacts/reward")
+OUT_DIR = Path("artifacts/align")
+WORK = Path("checkpoints/align")
+METRICS = Path("metrics/align.json")
+PLOT_DATA = Path("plots/align.json")
+PLOT_PNG = Path("plots/align_curves.png")
+
+
+class DPOSettings(StageConfig):
+    steps: int = Field(gt=0)
+    batch_size: int = Field(16, gt=0)
+    lr: float = Field(5e-5, gt=0)
+    beta: float = Field(0.1, gt=0)
+    loss_type: list[str] = ["sigmoid"]
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    max_length: int = Field(256, gt=8)
+    log_every: int = Field(10, gt=0)
+
+
+class Config(StageConfig):
+    seed: int = 0
+    method: Literal["dpo", "ppo"] = "dpo"
+    dpo: DPOSettings
+    ppo: PPOSettings
+
+
+def run_dpo(cfg: Config, tokenizer) -> tuple[torch.nn.Module, list[dict]]:
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    d = cfg.dpo
+    records = read_jsonl(CLEAN / "preferences.train.jsonl")
+    ds = Dataset.from_list([{"prompt": r["prompt"], "chosen": [{"role": "assistant", "content": r["chosen"]}],
+                             "rejected": [{"role": "assistant", "content": r["rejected"]}]} for r in records])
+    args = DPOConfig(**common_args(WORK, cfg.seed, d.steps, d.batch_size, d.lr, d.warmup_ratio, d.log_every),
+                     beta=d.beta, loss_type=d.loss_type, max_length=d.max_length)
+    tokenizer.padding_side = "right"
+    history = HistoryCallback("align")
+    trainer = DPOTrainer(model=load_causal_lm(SFT), ref_model=load_causal_lm(SFT), args=args, train_dataset=ds,
+                         processing_class=tokenizer, callbacks=[history])
+    trainer.train()
+    tokenizer.padding_side = "left"
+    return trainer.model, [r for r in history.history if "loss" in r]
+
+
+def run_ppo(cfg: Config, tokenizer, dev) -> tuple[torch.nn.Module, list[dict]]:
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+    policy = load_causal_lm(SFT).to(dev)
+    reference = load_causal_lm(SFT).to(dev).eval()
+    rm_path = str(require_dir(REWARD, "reward model"))
+    reward_model = AutoModelForSequenceClassification.from_pretrained(rm_path, dtype=torch.float32).to(dev).eval()
+    reward_model.requires_grad_(False)
+    value_model = AutoModelForTokenClassification.from_pretrained(rm_path, num_labels=1, dtype=torch.float32).to(dev)
+    prompts = [r["prompt"] for r in read_jsonl(CLEAN / "preferences.train.jsonl")]
+
+    def score(batch_prompts, answers):
+        return reward_scores(reward_model, tokenizer, batch_prompts, answers)
+
+    trainer = PPOTrainer(policy, reference, value_model, tokenizer, score, cfg.ppo, cfg.seed,
+                         log_fn=lambda row, step: tracking.log_metrics(
+                             {k.replace("/", "_"): v for k, v in row.items()}, step=step))
+    history = trainer.train(prompts)
+    return policy, history
+
+
+def run(cfg: Config) -> dict:
+    dev = runtime.setup(cfg.seed)
+    tokenizer = load_tokenizer(SFT)
+    if cfg.method == "dpo":
+        model, history = run_dpo(cfg, tokenizer)
+        keys = ["loss", "rewards/margins", "rewards/accuracies"]
+    else:
+        model, history = run_ppo(cfg, tokenizer, dev)
+        keys = ["objective/scores", "objective/kl", "objective/rlhf_reward"]
+    with atomic_dir(OUT_DIR) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+    shutil.rmtree(WORK, ignore_errors=True)
+    last = history[-1] if history else {}
+    metrics = {"method": cfg.method, **{k: v for k, v in last.items() if k != "step" and isinstance(v, float)}}
+    tracking.write_history(PLOT_DATA, history)
+    tracking.save_curves(history, f"align ({cfg.method})", PLOT_PNG, keys)
+    write_json(METRICS, metrics)
+    return metrics
+
+
+def main() -> None:
+    from core.stage import stage_main
+
+    stage_main("align", Config, run)
+
+
+if __name__ == "__main__":
+    main()

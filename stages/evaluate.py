@@ -1,0 +1,94 @@
+"""Stage `evaluate`: scores the base, domain, sft and aligned models on held-out data.
+
+Per model: perplexity on held-out general and domain text, task accuracy on held-out instructions
+(greedy answers, checked with core.lm.answer_of), mean reward-model score of its answers.
+The aligned model also gets its KL to the SFT model and its win rate over SFT under the reward model.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from pydantic import Field
+
+from core import runtime, tracking
+from core.config import StageConfig
+from core.io import atomic_dir, read_jsonl, write_json, write_jsonl
+from core.lm import (answer_kl, answer_logprob, answer_of, generate, load_causal_lm, load_tokenizer, mean_nll, pack,
+                     require_dir, reward_scores)
+
+CLEAN = Path("data/clean")
+MODELS = {"base": Path("artifacts/pretrain"), "domain": Path("artifacts/domain"), "sft": Path("artifacts/sft"),
+          "aligned": Path("artifacts/align")}
+REWARD = Path("artifacts/reward")
+OUT_DIR = Path("artifacts/evaluate")
+METRICS = Path("metrics/evaluate.json")
+
+
+class Config(StageConfig):
+    seed: int = 0
+    seq_len: int = Field(128, gt=1)
+    max_examples: int = Field(1000, gt=0, description="cap on held-out prompts scored per model")
+    max_new_tokens: int = Field(16, gt=0)
+    batch_size: int = Field(32, gt=0)
+
+
+def task_accuracy(answers: list[str], references: list[str]) -> float:
+    return sum(answer_of(a) == answer_of(r) for a, r in zip(answers, references)) / max(len(references), 1)
+
+
+def run(cfg: Config) -> dict:
+    import math
+
+    from transformers import AutoModelForSequenceClassification
+
+    dev = runtime.setup(cfg.seed)
+    tokenizer = load_tokenizer(MODELS["sft"])
+    held = {name: pack(tokenizer, [r["text"] for r in read_jsonl(CLEAN / f"{name}.heldout.jsonl")], cfg.seq_len)
+            for name in ("general", "domain")}
+    tasks = read_jsonl(CLEAN / "instructions.heldout.jsonl")[: cfg.max_examples]
+    prompts = [r["messages"][:-1] for r in tasks]
+    references = [r["messages"][-1]["content"] for r in tasks]
+    reward_model = AutoModelForSequenceClassification.from_pretrained(
+        str(require_dir(REWARD, "reward model")), dtype=torch.float32).to(dev).eval()
+
+    metrics: dict[str, dict] = {}
+    answers: dict[str, list[str]] = {}
+    scores: dict[str, torch.Tensor] = {}
+    for name, path in MODELS.items():
+        model = load_causal_lm(path).to(dev).eval()
+        answers[name] = generate(model, tokenizer, prompts, cfg.max_new_tokens, cfg.batch_size)
+        scores[name] = torch.tensor(reward_scores(reward_model, tokenizer, prompts, answers[name], cfg.batch_size))
+        metrics[name] = {
+            "ppl_general": math.exp(mean_nll(model, held["general"], cfg.batch_size)),
+            "ppl_domain": math.exp(mean_nll(model, held["domain"], cfg.batch_size)),
+            "task_accuracy": task_accuracy(answers[name], references),
+            "reward_score": scores[name].mean().item(),
+            "answer_logprob": sum(answer_logprob(model, tokenizer, prompts, answers[name], cfg.batch_size))
+            / len(prompts),
+        }
+        if name == "aligned":
+            sft = load_causal_lm(MODELS["sft"]).to(dev).eval()
+            kls = answer_kl(model, sft, tokenizer, prompts, answers[name], cfg.batch_size)
+            metrics[name]["kl_to_sft"] = sum(kls) / len(kls)
+            metrics[name]["win_rate_vs_sft"] = ((scores["aligned"] > scores["sft"]).float().mean().item()
+                                                + 0.5 * (scores["aligned"] == scores["sft"]).float().mean().item())
+        tracking.log_metrics({f"{name}.{k}": v for k, v in metrics[name].items()})
+    metrics["examples"] = {"heldout_prompts": len(prompts)}
+    with atomic_dir(OUT_DIR) as tmp:
+        write_jsonl(tmp / "samples.jsonl", [
+            {"prompt": p[-1]["content"], "reference": ref, **{n: answers[n][i] for n in MODELS}}
+            for i, (p, ref) in enumerate(zip(prompts, references))])
+    write_json(METRICS, metrics)
+    tracking.log_artifact(OUT_DIR / "samples.jsonl", "samples")
+    return metrics
+
+
+def main() -> None:
+    from core.stage import stage_main
+
+    stage_main("evaluate", Config, run)
+
+
+if __name__ == "__main__":
+    main()

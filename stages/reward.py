@@ -1,0 +1,94 @@
+"""Stage `reward`: a scalar reward model trained from the SFT model with TRL's RewardTrainer.
+
+Reports held-out pairwise accuracy (share of held-out pairs where chosen scores above rejected) and margin.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+from pydantic import Field
+
+from core import runtime, tracking
+from core.config import StageConfig
+from core.hf_trainers import HistoryCallback, common_args
+from core.io import atomic_dir, read_jsonl, write_json
+from core.lm import load_tokenizer, require_dir, reward_scores
+
+CLEAN = Path("data/clean")
+BASE = Path("artifacts/sft")
+OUT_DIR = Path("artifacts/reward")
+WORK = Path("checkpoints/reward")
+METRICS = Path("metrics/reward.json")
+PLOT_DATA = Path("plots/reward.json")
+PLOT_PNG = Path("plots/reward_curves.png")
+
+
+class Config(StageConfig):
+    seed: int = 0
+    steps: int = Field(gt=0)
+    batch_size: int = Field(16, gt=0)
+    lr: float = Field(5e-4, gt=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    max_length: int = Field(256, gt=8)
+    log_every: int = Field(10, gt=0)
+    center_rewards_coefficient: float | None = Field(0.01, ge=0)
+
+
+def to_trl(records: list[dict]) -> list[dict]:
+    return [{"prompt": r["prompt"], "chosen": [{"role": "assistant", "content": r["chosen"]}],
+             "rejected": [{"role": "assistant", "content": r["rejected"]}]} for r in records]
+
+
+def pairwise(model, tokenizer, records: list[dict]) -> dict:
+    prompts = [r["prompt"] for r in records]
+    chosen = torch.tensor(reward_scores(model, tokenizer, prompts, [r["chosen"] for r in records]))
+    rejected = torch.tensor(reward_scores(model, tokenizer, prompts, [r["rejected"] for r in records]))
+    return {"accuracy": (chosen > rejected).float().mean().item(), "margin": (chosen - rejected).mean().item(),
+            "mean_chosen": chosen.mean().item(), "mean_rejected": rejected.mean().item(), "pairs": len(records)}
+
+
+def run(cfg: Config) -> dict:
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification
+    from trl import RewardConfig, RewardTrainer
+
+    dev = runtime.setup(cfg.seed)
+    tokenizer = load_tokenizer(BASE)
+    tokenizer.padding_side = "right"
+    model = AutoModelForSequenceClassification.from_pretrained(str(require_dir(BASE, "SFT model")), num_labels=1,
+                                                               dtype=torch.float32)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    train_records = read_jsonl(CLEAN / "preferences.train.jsonl")
+    heldout = read_jsonl(CLEAN / "preferences.heldout.jsonl")
+    args = RewardConfig(**common_args(WORK, cfg.seed, cfg.steps, cfg.batch_size, cfg.lr, cfg.warmup_ratio,
+                                      cfg.log_every),
+                        max_length=cfg.max_length, center_rewards_coefficient=cfg.center_rewards_coefficient)
+    history = HistoryCallback("reward")
+    trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(to_trl(train_records)),
+                            processing_class=tokenizer, callbacks=[history])
+    trainer.train()
+    model = trainer.model.to(dev)
+    metrics = {f"heldout_{k}" if k != "accuracy" else k: v for k, v in pairwise(model, tokenizer, heldout).items()}
+    metrics["train_accuracy"] = pairwise(model, tokenizer, train_records[:256])["accuracy"]
+    with atomic_dir(OUT_DIR) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.padding_side = "left"
+        tokenizer.save_pretrained(tmp)
+    shutil.rmtree(WORK, ignore_errors=True)
+    rows = [r for r in history.history if "loss" in r]
+    tracking.write_history(PLOT_DATA, rows)
+    tracking.save_curves(rows, "reward model", PLOT_PNG, ["loss", "accuracy", "margin"])
+    write_json(METRICS, metrics)
+    return metrics
+
+
+def main() -> None:
+    from core.stage import stage_main
+
+    stage_main("reward", Config, run)
+
+
+if __name__ == "__main__":
+    main()

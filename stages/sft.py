@@ -1,0 +1,104 @@
+"""Stage `sft`: LoRA instruction tuning with TRL's SFTTrainer; the loss is on the answer tokens only.
+
+Saves the adapter (artifacts/sft/adapter) and the merged model (artifacts/sft, loads with from_pretrained).
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from pydantic import Field
+
+from core import runtime, tracking
+from core.config import StageConfig
+from core.errors import ConfigError
+from core.hf_trainers import HistoryCallback, common_args
+from core.io import atomic_dir, read_jsonl, write_json
+from core.lm import load_causal_lm, load_tokenizer
+
+CLEAN = Path("data/clean")
+BASE = Path("artifacts/domain")
+OUT_DIR = Path("artifacts/sft")
+WORK = Path("checkpoints/sft")
+METRICS = Path("metrics/sft.json")
+PLOT_DATA = Path("plots/sft.json")
+PLOT_PNG = Path("plots/sft_loss.png")
+
+
+class LoraSettings(StageConfig):
+    r: int = Field(16, gt=0)
+    alpha: int = Field(32, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class Config(StageConfig):
+    seed: int = 0
+    steps: int = Field(gt=0)
+    batch_size: int = Field(16, gt=0)
+    lr: float = Field(2e-3, gt=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    max_length: int = Field(256, gt=8)
+    log_every: int = Field(10, gt=0)
+    lora: LoraSettings = LoraSettings()
+
+
+def to_prompt_completion(records: list[dict]) -> list[dict]:
+    """Canonical chat records -> TRL's conversational prompt/completion (loss on the completion only)."""
+    return [{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in records]
+
+
+def check_targets(model, targets: list[str]) -> None:
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    missing = [t for t in targets if t not in names]
+    if missing:
+        raise ConfigError(f"sft.lora.target_modules: {missing} not found in the model "
+                          f"(linear layers here: {sorted(n for n in names if n.endswith('proj'))})")
+
+
+def run(cfg: Config) -> dict:
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import SFTConfig, SFTTrainer
+
+    runtime.setup(cfg.seed)
+    tokenizer = load_tokenizer(BASE)
+    tokenizer.padding_side = "right"
+    model = load_causal_lm(BASE)
+    check_targets(model, cfg.lora.target_modules)
+    train_ds = Dataset.from_list(to_prompt_completion(read_jsonl(CLEAN / "instructions.train.jsonl")))
+    args = SFTConfig(**common_args(WORK, cfg.seed, cfg.steps, cfg.batch_size, cfg.lr, cfg.warmup_ratio, cfg.log_every),
+                     max_length=cfg.max_length, completion_only_loss=True, packing=False)
+    lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                      target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM")
+    history = HistoryCallback("sft")
+    trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, processing_class=tokenizer,
+                         peft_config=lora, callbacks=[history])
+    result = trainer.train()
+    peft_model = trainer.model
+    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in peft_model.parameters())
+    with atomic_dir(OUT_DIR) as tmp:
+        peft_model.save_pretrained(tmp / "adapter")
+        merged = peft_model.merge_and_unload()
+        merged.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.padding_side = "left"
+        tokenizer.save_pretrained(tmp)
+    shutil.rmtree(WORK, ignore_errors=True)
+    rows = [r for r in history.history if "loss" in r]
+    metrics = {"train_loss": result.training_loss, "final_loss": rows[-1]["loss"] if rows else result.training_loss,
+               "trainable_params": trainable, "trainable_share": trainable / total, "train_examples": len(train_ds)}
+    tracking.write_history(PLOT_DATA, rows)
+    tracking.save_curves(rows, "sft (LoRA)", PLOT_PNG, ["loss", "learning_rate"])
+    write_json(METRICS, metrics)
+    return metrics
+
+
+def main() -> None:
+    from core.stage import stage_main
+
+    stage_main("sft", Config, run)
+
+
+if __name__ == "__main__":
+    main()
