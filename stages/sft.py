@@ -30,6 +30,10 @@ class LoraSettings(StageConfig):
     alpha: int = Field(32, gt=0)
     dropout: float = Field(0.0, ge=0, lt=1)
     target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    # The chat tokens (<|user|>, <|assistant|>, <|end|>) never occur in pretraining text: their embeddings
+    # must train with the adapter (as LLaMA-Factory's `additional_target`), or the answer's first token
+    # and the turn end stay unlearnable. Measured: SFT loss plateaus at ~1.5 without, ~0.4 with.
+    modules_to_save: list[str] = ["embed_tokens"]
 
 
 class Config(StageConfig):
@@ -70,7 +74,8 @@ def run(cfg: Config) -> dict:
     args = SFTConfig(**common_args(WORK, cfg.seed, cfg.steps, cfg.batch_size, cfg.lr, cfg.warmup_ratio, cfg.log_every),
                      max_length=cfg.max_length, completion_only_loss=True, packing=False)
     lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                      target_modules=cfg.lora.target_modules, task_type="CAUSAL_LM")
+                      target_modules=cfg.lora.target_modules, modules_to_save=cfg.lora.modules_to_save or None,
+                      ensure_weight_tying=True, task_type="CAUSAL_LM")
     history = HistoryCallback("sft")
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, processing_class=tokenizer,
                          peft_config=lora, callbacks=[history])

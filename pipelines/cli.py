@@ -1,0 +1,62 @@
+"""`lifecycle` command line: run the flow, one stage, the report, or the sample data."""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+
+
+def _quiet_defaults() -> None:
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_HOME", os.path.abspath(".prefect"))
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+
+
+def main(argv: list[str] | None = None) -> None:
+    _quiet_defaults()
+    ap = argparse.ArgumentParser(prog="lifecycle", description="LLM lifecycle pipeline (Prefect + DVC + MLflow)")
+    sub = ap.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the whole flow (unchanged stages are skipped by DVC)")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                     help="override a params.yaml value (written to params.yaml, so DVC and MLflow record it)")
+    stage = sub.add_parser("stage", help="run one DVC stage")
+    stage.add_argument("name")
+    stage.add_argument("--force", action="store_true", help="run even if DVC finds it up to date")
+    sub.add_parser("report", help="print the report card")
+    sub.add_parser("data", help="(re)generate the sample data under data/sample")
+    args = ap.parse_args(argv)
+
+    from core.errors import LifecycleError
+
+    try:
+        if args.command == "run":
+            from pipelines.lifecycle import run_pipeline
+            from pipelines.report import REPORT
+
+            run_pipeline(args.overrides)
+            print(REPORT.read_text())
+        elif args.command == "stage":
+            from pipelines.lifecycle import stage_names
+
+            if args.name not in stage_names():
+                raise LifecycleError(f"unknown stage '{args.name}'; stages: {', '.join(stage_names())}")
+            cmd = [sys.executable, "-m", "dvc", "repro", "--single-item", args.name] + (["--force"] if args.force else [])
+            sys.exit(subprocess.call(cmd))
+        elif args.command == "report":
+            from pipelines.report import render
+
+            print(render())
+        elif args.command == "data":
+            from pipelines.sample_data import generate
+
+            for name, path in generate().items():
+                print(f"{name}: {path}")
+    except LifecycleError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

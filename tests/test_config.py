@@ -1,0 +1,45 @@
+import pytest
+
+from core.config import apply_overrides, load_section
+from core.errors import ConfigError
+from stages import clean, sft
+
+
+def test_unknown_key_is_named(tmp_path):
+    p = tmp_path / "params.yaml"
+    p.write_text("sft:\n  steps: 3\n  lora: {r: 4, bogus: 1}\n")
+    with pytest.raises(ConfigError, match=r"sft\.lora\.bogus: unknown key"):
+        load_section("sft", sft.Config, p)
+
+
+def test_wrong_type_and_range_are_named(tmp_path):
+    p = tmp_path / "params.yaml"
+    p.write_text("sft:\n  steps: many\n")
+    with pytest.raises(ConfigError, match=r"sft\.steps: .*got 'many'"):
+        load_section("sft", sft.Config, p)
+    p.write_text("sft:\n  steps: 3\n  lr: -1\n")
+    with pytest.raises(ConfigError, match=r"sft\.lr: .*greater than 0"):
+        load_section("sft", sft.Config, p)
+
+
+def test_included_top_level_section(tmp_path):
+    p = tmp_path / "params.yaml"
+    p.write_text("data: {general: g, domain: d, instructions: i, preferences: p}\nclean: {min_words: 3}\n")
+    cfg = load_section("clean", clean.Config, p)
+    assert cfg.data.general == "g" and cfg.min_words == 3
+    p.write_text("data: {general: g, domain: d, instructions: i}\nclean: {}\n")
+    with pytest.raises(ConfigError, match=r"data\.preferences: Field required"):
+        load_section("clean", clean.Config, p)
+
+
+def test_overrides_keep_comments_and_reject_unknown_keys(tmp_path):
+    p = tmp_path / "params.yaml"
+    p.write_text("# top comment\nalign:\n  method: dpo  # dpo | ppo\n  ppo: {steps: 2}\n")
+    applied = apply_overrides(p, ["align.method=ppo", "align.ppo.steps=5"])
+    assert applied == {"align.method": "ppo", "align.ppo.steps": 5}
+    text = p.read_text()
+    assert "# top comment" in text and "method: ppo" in text and "steps: 5" in text
+    with pytest.raises(ConfigError, match="unknown key 'align.mthod'"):
+        apply_overrides(p, ["align.mthod=ppo"])
+    with pytest.raises(ConfigError, match="expected section.key=value"):
+        apply_overrides(p, ["align.method"])
