@@ -205,12 +205,13 @@ def clean_corpus(name: str, spec: str, cfg: Config, lang: LanguageFilter, sample
         if not text:
             drop("boilerplate_only", raw)
             continue
+        # language first: a foreign document would otherwise be reported as failing a quality rule
+        if len(text.split()) >= cfg.min_words and not lang.keep(text):
+            drop("language", text)
+            continue
         reason = quality_reason(text, cfg)
         if reason:
             drop(reason, text)
-            continue
-        if not lang.keep(text):
-            drop("language", text)
             continue
         if cfg.redact_pii:
             text, n_pii = redact_pii(text)

@@ -1,0 +1,49 @@
+"""The micro profile: the whole lifecycle in seconds, for tests. Applied with `lifecycle run --set`."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+MICRO = [
+    "tokenizer.vocab_size=320",
+    "pretrain.model.hidden_size=32", "pretrain.model.layers=1", "pretrain.model.heads=2",
+    "pretrain.train.steps=4", "pretrain.train.batch_size=4", "pretrain.train.warmup_steps=1",
+    "pretrain.train.eval_every=2", "pretrain.train.log_every=2", "pretrain.train.checkpoint_every=2",
+    "domain.train.steps=3", "domain.train.batch_size=4", "domain.train.warmup_steps=1", "domain.train.eval_every=3",
+    "domain.train.log_every=1",
+    "sft.steps=3", "sft.batch_size=4", "sft.log_every=1", "sft.lora.r=2", "sft.lora.alpha=4",
+    "reward.steps=3", "reward.batch_size=4", "reward.log_every=1",
+    "align.dpo.steps=2", "align.dpo.batch_size=4", "align.dpo.log_every=1",
+    "align.ppo.steps=2", "align.ppo.batch_size=4", "align.ppo.mini_batch_size=2", "align.ppo.max_new_tokens=4",
+    "evaluate.max_examples=6", "evaluate.max_new_tokens=4",
+]
+
+
+def make_project(dest: Path, scale: float = 0.03) -> Path:
+    """A copy of the project (code, dvc.yaml, params.yaml, .dvc) with micro sample data, in its own git repo."""
+    for name in ("core", "stages", "pipelines"):
+        shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
+        shutil.copy(ROOT / name, dest / name)
+    shutil.copytree(ROOT / ".dvc", dest / ".dvc", ignore=shutil.ignore_patterns("cache", "tmp", "*.lock"))
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    subprocess.run([sys.executable, "-m", "pipelines.sample_data", "--scale", str(scale)], cwd=dest, check=True,
+                   capture_output=True)
+    return dest
+
+
+def lifecycle(project: Path, *args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    import os
+
+    full_env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow' / 'mlflow.db'}",
+                "PREFECT_HOME": str(project / ".prefect"), "LIFECYCLE_THREADS": "2", **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", *args], cwd=project, env=full_env,
+                          capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"lifecycle {' '.join(args[:3])} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n"
+                             f"{proc.stderr[-4000:]}")
+    return proc
