@@ -1,0 +1,78 @@
+import pytest
+import torch
+
+from core import lm
+from stages import tokenizer as tokenizer_stage
+
+
+@pytest.fixture(scope="module")
+def tok():
+    texts = ["The review is positive.", "The review is negative.", "I bought this kettle last week."] * 50
+    return tokenizer_stage.build(texts, tokenizer_stage.Config(vocab_size=300))
+
+
+def test_answer_of():
+    assert lm.answer_of("positive") == "positive"
+    assert lm.answer_of("The review is Negative.\nmore text") == "negative"
+    assert lm.answer_of("  \n") == ""
+
+
+def test_chat_template_and_special_tokens(tok):
+    msgs = [{"role": "user", "content": "Is it good?"}]
+    prompt = lm.prompt_text(tok, msgs)
+    assert prompt == "<|user|>\nIs it good?<|end|><|assistant|>\n"
+    full = lm.conversation_text(tok, msgs, "positive")
+    assert full.startswith(prompt) and full.endswith("positive<|end|>")
+    ids = tok(full, add_special_tokens=False)["input_ids"]
+    for special in ("<|user|>", "<|assistant|>", "<|end|>"):
+        assert tok.convert_tokens_to_ids(special) in ids
+    assert tok.eos_token == "<|end|>" and tok.pad_token == "<|pad|>"
+
+
+def test_vocab_smaller_than_special_tokens_is_a_config_error(tok):
+    from core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="tokenizer.vocab_size"):
+        tokenizer_stage.build(["x"], tokenizer_stage.Config(vocab_size=100))
+
+
+def test_pack_separates_documents(tok):
+    blocks = lm.pack(tok, ["I bought this kettle last week."] * 10, seq_len=8)
+    sep = tok.convert_tokens_to_ids(lm.DOC_SEP)
+    assert blocks.shape[1] == 8 and (blocks == sep).sum() >= 1
+    with pytest.raises(Exception, match="fewer than one block"):
+        lm.pack(tok, ["hi"], seq_len=512)
+
+
+def test_generation_is_deterministic_and_stops_at_eos(tok):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
+                                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
+    prompts = [[{"role": "user", "content": "Is it good?"}], [{"role": "user", "content": "I bought this kettle."}]]
+    a = lm.generate(model, tok, prompts, max_new_tokens=5)
+    assert a == lm.generate(model, tok, prompts, max_new_tokens=5)
+    # greedy decoding with our KV-cached loop matches transformers' generate
+    enc = tok([lm.prompt_text(tok, p) for p in prompts], return_tensors="pt", padding=True, padding_side="left",
+              add_special_tokens=False)
+    ref = model.generate(**enc, max_new_tokens=5, do_sample=False, eos_token_id=tok.eos_token_id,
+                         pad_token_id=tok.pad_token_id)
+    ours = lm.sample_tokens(model, enc["input_ids"], enc["attention_mask"], 5, tok.eos_token_id, do_sample=False)
+    n = min(ref.shape[1], ours.shape[1])
+    assert torch.equal(ref[:, :n], ours[:, :n])
+
+
+def test_kl_of_a_model_to_itself_is_zero(tok):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
+                                         pad_token_id=tok.pad_token_id))
+    prompts = [[{"role": "user", "content": "Is it good?"}]] * 2
+    kl = lm.answer_kl(model, model, tok, prompts, ["positive", "The review is negative."])
+    assert all(abs(k) < 1e-5 for k in kl)
+    other = LlamaForCausalLM(model.config)
+    assert all(k > 0 for k in lm.answer_kl(model, other, tok, prompts, ["positive", "The review is negative."]))
