@@ -32,7 +32,7 @@ def headline(stage: str, m: dict) -> str:
         "sft": lambda: f"loss {m['final_loss']:.3f}, trainable {m['trainable_share']:.1%}",
         "reward": lambda: f"held-out pairwise accuracy {m['accuracy']:.3f}",
         "align": lambda: f"method {m['method']}",
-        "evaluate": lambda: f"{m.get('examples', {}).get('heldout_prompts', 0)} held-out prompts",
+        "evaluate": lambda: f"aligned win rate vs sft {m['aligned']['win_rate_vs_sft']:.2f}",
     }
     try:
         return picks[stage]()

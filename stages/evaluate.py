@@ -74,7 +74,6 @@ def run(cfg: Config) -> dict:
             metrics[name]["win_rate_vs_sft"] = ((scores["aligned"] > scores["sft"]).float().mean().item()
                                                 + 0.5 * (scores["aligned"] == scores["sft"]).float().mean().item())
         tracking.log_metrics({f"{name}.{k}": v for k, v in metrics[name].items()})
-    metrics["examples"] = {"heldout_prompts": len(prompts)}
     with atomic_dir(OUT_DIR) as tmp:
         write_jsonl(tmp / "samples.jsonl", [
             {"prompt": p[-1]["content"], "reference": ref, **{n: answers[n][i] for n in MODELS}}
