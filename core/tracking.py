@@ -102,8 +102,10 @@ def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
         mlflow.log_artifact(str(path), artifact_path)
 
 
-def save_curves(history: list[dict], title: str, out_png: Path, keys: list[str]) -> None:
-    """Draw the curves as a PNG and attach it to the stage's MLflow run."""
+def save_curves(history: list[dict], title: str, out_png: Path, keys: list[str], out_json: Path) -> None:
+    """Write the rows of the main curve (keys[0]) for DVC plots, draw all the curves as a PNG and attach it
+    to the stage's MLflow run."""
+    write_history(out_json, [row for row in history if keys[0] in row])
     if history:
         plot_history(history, title, out_png, keys)
         log_artifact(out_png, "plots")

@@ -103,8 +103,7 @@ def run(cfg: Config) -> dict:
     shutil.rmtree(WORK, ignore_errors=True)
     last = history[-1] if history else {}
     metrics = {"method": cfg.method, **{k: v for k, v in last.items() if k != "step" and isinstance(v, float)}}
-    tracking.write_history(PLOT_DATA, history)
-    tracking.save_curves(history, f"align ({cfg.method})", PLOT_PNG, keys)
+    tracking.save_curves(history, f"align ({cfg.method})", PLOT_PNG, keys, PLOT_DATA)
     write_json(METRICS, metrics)
     return metrics
 

@@ -71,8 +71,8 @@ def run(cfg: Config) -> dict:
         # forgetting: relative rise of held-out general perplexity caused by this stage
         "forgetting": math.exp(after["general"] - before["general"]) - 1.0,
     }
-    tracking.write_history(PLOT_DATA, [r for r in history if "loss" in r])
-    tracking.save_curves(history, f"domain ({cfg.mode})", PLOT_PNG, ["loss", "val_domain_loss", "val_general_loss"])
+    tracking.save_curves(history, f"domain ({cfg.mode})", PLOT_PNG, ["loss", "val_domain_loss", "val_general_loss"],
+                         PLOT_DATA)
     write_json(METRICS, metrics)
     return metrics
 

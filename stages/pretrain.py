@@ -85,8 +85,7 @@ def run(cfg: Config) -> dict:
         "train_blocks": len(train_blocks), "final_train_loss": [r for r in history if "loss" in r][-1]["loss"],
         "val_loss": final_val, "val_ppl": float(torch.tensor(final_val).exp()),
     }
-    tracking.write_history(PLOT_DATA, [r for r in history if "loss" in r])
-    tracking.save_curves(history, "pretrain", PLOT_PNG, ["loss", "val_general_loss", "lr"])
+    tracking.save_curves(history, "pretrain", PLOT_PNG, ["loss", "val_general_loss", "lr"], PLOT_DATA)
     write_json(METRICS, metrics)
     return metrics
 

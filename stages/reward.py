@@ -78,8 +78,7 @@ def run(cfg: Config) -> dict:
         tokenizer.save_pretrained(tmp)
     shutil.rmtree(WORK, ignore_errors=True)
     rows = [r for r in history.history if "loss" in r]
-    tracking.write_history(PLOT_DATA, rows)
-    tracking.save_curves(rows, "reward model", PLOT_PNG, ["loss", "accuracy", "margin"])
+    tracking.save_curves(rows, "reward model", PLOT_PNG, ["loss", "accuracy", "margin"], PLOT_DATA)
     write_json(METRICS, metrics)
     return metrics
 

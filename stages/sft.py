@@ -93,8 +93,7 @@ def run(cfg: Config) -> dict:
     rows = [r for r in history.history if "loss" in r]
     metrics = {"train_loss": result.training_loss, "final_loss": rows[-1]["loss"] if rows else result.training_loss,
                "trainable_params": trainable, "trainable_share": trainable / total, "train_examples": len(train_ds)}
-    tracking.write_history(PLOT_DATA, rows)
-    tracking.save_curves(rows, "sft (LoRA)", PLOT_PNG, ["loss", "learning_rate"])
+    tracking.save_curves(rows, "sft (LoRA)", PLOT_PNG, ["loss", "learning_rate"], PLOT_DATA)
     write_json(METRICS, metrics)
     return metrics
 
