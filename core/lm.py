@@ -76,13 +76,13 @@ def generate(model, tokenizer, prompts: Sequence[list[dict]], max_new_tokens: in
              do_sample: bool = False, temperature: float = 1.0, generator: torch.Generator | None = None) -> list[str]:
     """Answers to chat prompts (greedy by default). Returns decoded text without the prompt."""
     out = []
-    for ids, mask in _prompt_batches(tokenizer, prompts, batch_size, model.device):
+    for ids, mask in prompt_batches(tokenizer, prompts, batch_size, model.device):
         seq = sample_tokens(model, ids, mask, max_new_tokens, tokenizer.eos_token_id, do_sample, temperature, generator)
-        out.extend(_decode_responses(tokenizer, seq[:, ids.shape[1]:]))
+        out.extend(decode_responses(tokenizer, seq[:, ids.shape[1]:]))
     return out
 
 
-def _prompt_batches(tokenizer, prompts, batch_size, device):
+def prompt_batches(tokenizer, prompts, batch_size, device):
     texts = [prompt_text(tokenizer, p) for p in prompts]
     for i in range(0, len(texts), batch_size):
         enc = tokenizer(texts[i:i + batch_size], return_tensors="pt", padding=True, padding_side="left",
@@ -90,7 +90,7 @@ def _prompt_batches(tokenizer, prompts, batch_size, device):
         yield enc["input_ids"].to(device), enc["attention_mask"].to(device)
 
 
-def _decode_responses(tokenizer, tokens: torch.Tensor) -> list[str]:
+def decode_responses(tokenizer, tokens: torch.Tensor) -> list[str]:
     texts = []
     for row in tokens.tolist():
         if tokenizer.eos_token_id in row:

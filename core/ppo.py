@@ -16,7 +16,7 @@ from pydantic import Field
 from tqdm import tqdm
 
 from core.config import StageConfig
-from core.lm import _decode_responses, _prompt_batches, sample_tokens
+from core.lm import decode_responses, prompt_batches, sample_tokens
 
 
 class PPOSettings(StageConfig):
@@ -127,7 +127,7 @@ class PPOTrainer:
     @torch.no_grad()
     def rollout(self, prompts: Sequence[list[dict]]) -> dict:
         s, tok = self.s, self.tokenizer
-        (ids, attn), = list(_prompt_batches(tok, prompts, len(prompts), self.policy.device))
+        (ids, attn), = list(prompt_batches(tok, prompts, len(prompts), self.policy.device))
         seq = sample_tokens(self.policy, ids, attn, s.max_new_tokens, tok.eos_token_id, True, s.temperature, self.gen)
         start = ids.shape[1]
         response = seq[:, start:]
@@ -143,7 +143,7 @@ class PPOTrainer:
         logprobs = token_logprobs(self.policy, seq, full_attn, pos, start)
         ref_logprobs = token_logprobs(self.reference, seq, full_attn, pos, start)
         values = token_values(self.value_model, seq, full_attn, pos, start)
-        texts = _decode_responses(tok, response)
+        texts = decode_responses(tok, response)
         scores = torch.tensor(self.score_fn(list(prompts), texts), dtype=torch.float32, device=seq.device)
         scores = scores - self.s.missing_eos_penalty * (~finished).float()
         return dict(seq=seq, attn=full_attn, pos=pos, start=start, mask=mask, logprobs=logprobs,

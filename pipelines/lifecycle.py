@@ -16,7 +16,7 @@ from pathlib import Path
 from ruamel.yaml import YAML
 
 from core import tracking
-from core.config import apply_overrides, params_path, read_params, validate_section
+from core.config import apply_overrides, load_section, params_path, read_params
 from core.errors import ConfigError, LifecycleError
 from core.io import write_json
 
@@ -35,8 +35,6 @@ def validate_params(path: Path) -> dict:
     unknown = sorted(set(params) - set(names) - {"data"})
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {unknown}; sections are 'data' and {names}")
-    from core.config import load_section
-
     for name in names:
         load_section(name, importlib.import_module(f"stages.{name}").Config, path)
     return params
