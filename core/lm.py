@@ -1,7 +1,6 @@
 """Model helpers shared by stages: chat formatting, generation, perplexity, reward scores, KL."""
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 from typing import Sequence
@@ -159,10 +158,6 @@ def mean_nll(model, blocks: torch.Tensor, batch_size: int = 16) -> float:
         total += nll.item()
         count += x[:, 1:].numel()
     return total / max(count, 1)
-
-
-def perplexity(model, blocks: torch.Tensor, batch_size: int = 16) -> float:
-    return math.exp(mean_nll(model, blocks, batch_size))
 
 
 def _conversation_batch(tokenizer, prompts, answers, device, max_length=512):
