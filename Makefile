@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test bench clean-outputs
+.PHONY: install demo test bench-clean clean-outputs
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
@@ -23,6 +23,11 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+bench-clean: install
+	$(PY) -m benchmarks.clean_throughput
+	$(PY) -m benchmarks.clean_scale neardup
+	$(PY) -m benchmarks.clean_scale memory
 
 clean-outputs:
 	rm -rf data/clean artifacts checkpoints metrics plots reports .dvc/cache dvc.lock

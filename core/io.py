@@ -63,3 +63,13 @@ def write_jsonl(path: str | Path, rows: Iterable[dict]) -> int:
 def read_jsonl(path: str | Path) -> list[dict]:
     with open(path, encoding="utf-8") as fh:
         return [json.loads(line) for line in fh if line.strip()]
+
+
+def read_texts(folder: str | Path) -> list[str]:
+    """The `text` column of a folder of parquet shards, in shard-name order (the clean stage's corpus output)."""
+    import pyarrow.parquet as pq
+
+    files = sorted(Path(folder).glob("*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"{folder}: no parquet shards")
+    return [t for f in files for t in pq.read_table(f, columns=["text"]).column("text").to_pylist()]

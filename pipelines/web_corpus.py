@@ -158,7 +158,7 @@ def edit_to_jaccard(rng: random.Random, words: Words, text: str, target: float, 
         tokens[i] = rng.choice(words.vocab)
         candidate = " ".join(tokens)
         cj = jaccard(text, candidate, n)
-        if cj < target:
+        if cj < target and current != text:  # at least one edit: a copy is never exact
             break
         current, j = candidate, cj
     return current, j

@@ -15,7 +15,7 @@ from pydantic import Field
 
 from core import runtime, tracking
 from core.config import StageConfig
-from core.io import atomic_dir, read_jsonl, write_json
+from core.io import atomic_dir, read_texts, write_json
 from core.lm import load_causal_lm, load_tokenizer, mean_nll, pack
 from core.train_loop import TrainSettings, train
 
@@ -47,7 +47,7 @@ def run(cfg: Config) -> dict:
     model = load_causal_lm(BASE).to(dev)
 
     def blocks(name: str, split: str) -> torch.Tensor:
-        return pack(tokenizer, [r["text"] for r in read_jsonl(CLEAN / f"{name}.{split}.jsonl")], cfg.seq_len)
+        return pack(tokenizer, read_texts(CLEAN / name / split), cfg.seq_len)
 
     domain_train, general_train = blocks("domain", "train"), blocks("general", "train")
     val = {"domain": blocks("domain", "heldout"), "general": blocks("general", "heldout")}

@@ -13,7 +13,7 @@ from pydantic import Field
 
 from core import runtime, tracking
 from core.config import StageConfig
-from core.io import atomic_dir, read_jsonl, write_json, write_jsonl
+from core.io import atomic_dir, read_jsonl, read_texts, write_json, write_jsonl
 from core.lm import (answer_kl, answer_logprob, answer_of, generate, load_causal_lm, load_tokenizer, mean_nll, pack,
                      require_dir, reward_scores)
 
@@ -44,7 +44,7 @@ def run(cfg: Config) -> dict:
 
     dev = runtime.setup(cfg.seed)
     tokenizer = load_tokenizer(MODELS["sft"])
-    held = {name: pack(tokenizer, [r["text"] for r in read_jsonl(CLEAN / f"{name}.heldout.jsonl")], cfg.seq_len)
+    held = {name: pack(tokenizer, read_texts(CLEAN / name / "heldout"), cfg.seq_len)
             for name in ("general", "domain")}
     tasks = read_jsonl(CLEAN / "instructions.heldout.jsonl")[: cfg.max_examples]
     prompts = [r["messages"][:-1] for r in tasks]

@@ -11,7 +11,7 @@ from pydantic import Field
 from core import runtime, tracking
 from core.config import StageConfig
 from core.errors import ConfigError
-from core.io import atomic_dir, read_jsonl, write_json
+from core.io import atomic_dir, read_texts, write_json
 from core.lm import load_causal_lm, load_tokenizer, pack
 from core.train_loop import TrainSettings, train
 
@@ -68,8 +68,8 @@ def run(cfg: Config) -> dict:
     else:
         model = build_model(cfg, tokenizer)
     model.to(dev)
-    train_blocks = pack(tokenizer, [r["text"] for r in read_jsonl(CLEAN / "general.train.jsonl")], cfg.seq_len)
-    val_blocks = pack(tokenizer, [r["text"] for r in read_jsonl(CLEAN / "general.heldout.jsonl")], cfg.seq_len)
+    train_blocks = pack(tokenizer, read_texts(CLEAN / "general" / "train"), cfg.seq_len)
+    val_blocks = pack(tokenizer, read_texts(CLEAN / "general" / "heldout"), cfg.seq_len)
 
     def next_batch(gen: torch.Generator) -> torch.Tensor:
         return train_blocks[torch.randint(len(train_blocks), (cfg.train.batch_size,), generator=gen)]

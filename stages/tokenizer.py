@@ -10,7 +10,7 @@ from pydantic import Field
 
 from core.config import StageConfig
 from core.errors import ConfigError
-from core.io import atomic_dir, read_jsonl, write_json
+from core.io import atomic_dir, read_jsonl, read_texts, write_json
 from core.lm import CHAT_TEMPLATE, EOS, PAD, SPECIAL_TOKENS
 
 CLEAN = Path("data/clean")
@@ -24,7 +24,7 @@ class Config(StageConfig):
 
 
 def training_texts() -> list[str]:
-    texts = [r["text"] for name in ("general", "domain") for r in read_jsonl(CLEAN / f"{name}.train.jsonl")]
+    texts = [t for name in ("general", "domain") for t in read_texts(CLEAN / name / "train")]
     for r in read_jsonl(CLEAN / "instructions.train.jsonl"):
         texts.extend(m["content"] for m in r["messages"])
     return texts
@@ -61,7 +61,7 @@ def run(cfg: Config) -> dict:
     tokenizer = build(training_texts(), cfg)
     metrics = {"vocab_size": len(tokenizer)}
     for name in ("general", "domain"):
-        held = [r["text"] for r in read_jsonl(CLEAN / f"{name}.heldout.jsonl")]
+        held = read_texts(CLEAN / name / "heldout")
         metrics[f"bytes_per_token_{name}"] = round(bytes_per_token(tokenizer, held), 4)
     # the chat template must round-trip through the special tokens
     prompt = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True,

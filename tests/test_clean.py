@@ -1,7 +1,13 @@
+import gzip
 import json
+import os
 
 import pytest
+from datatrove.data import Document
 
+from core.errors import InputError
+from core.io import read_texts
+from core.readers import CorpusReader
 from pipelines import sample_data
 from stages import clean
 
@@ -14,46 +20,48 @@ def cfg(**kw):
 GOOD = "The town is known for its old bridges and the market that opens with the first light of day."
 
 
-@pytest.mark.parametrize("text,reason", [
-    (GOOD, None),
-    ("too few words here", "too_short"),
-    ("a b c d e f g h i j k l m n o p", "mean_word_length"),
-    ("#tag the #tag of #tag and #tag to #tag with #tag that", "symbol_ratio"),
-    ("1234 5678 9012 3456 7890 1122 3344 5566 7788 9900 the and", "alpha_ratio"),
-    ("Lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor", "stopwords"),
-])
-def test_quality_rules(text, reason):
-    assert clean.quality_reason(text, cfg()) == reason
+def test_normalize_repairs_and_keeps_paragraphs():
+    assert clean.normalize("ﬁne  café\u200b\x07 text \n\n\n\n next ") == "fine café text\n\nnext"
+    # ftfy repairs mojibake (UTF-8 read as Latin-1)
+    assert clean.normalize("cafÃ© crÃ¨me", fix=True) == "café crème"
 
 
-def test_normalize_and_boilerplate():
-    assert clean.normalize("ﬁne  café\u200b\x07 text \n\n next ") == "fine café text\nnext"
-    text, removed = clean.strip_boilerplate("Home | About | Contact\nReal text here.\nAccept all cookies", cfg().boilerplate_patterns)
-    assert (text, removed) == ("Real text here.", 2)
+def test_html_documents_become_text():
+    html = ("<html><head><title>t</title><script>var x = 1;</script></head><body><nav>Home | About</nav>"
+            "<article><p>" + GOOD + "</p><p>" + GOOD.replace("town", "city") + "</p></article></body></html>")
+    doc = Document(text=html, id="1")
+    assert clean.Normalize(fix_text=True, html=True).filter(doc) is True
+    assert "<" not in doc.text and "var x" not in doc.text and "old bridges" in doc.text
+
+
+def test_boilerplate_lines():
+    doc = Document(text="Home | Contact\nReal text here.\nAccept all cookies", id="1")
+    assert clean.BoilerplateLines(["cookie", "home |"]).filter(doc) is True
+    assert doc.text == "Real text here."
+    assert clean.BoilerplateLines(["cookie"]).filter(Document(text="Accept cookies", id="2")) == (False,
+                                                                                                 "boilerplate_only")
 
 
 def test_pii_redaction():
     text, n = clean.redact_pii("Mail ann.lee@example.com or call 555-123-4567; host 192.168.1.20 version 1.2.3")
     assert text == "Mail <EMAIL> or call <PHONE>; host <IP> version 1.2.3"
     assert n == 3
+    text, n = clean.redact_pii("Call +1 (555) 123-4567 or 10.0.0.7, not 999.1.1.1 or 2024-01-15.")
+    assert text == "Call <PHONE> or <IP>, not 999.1.1.1 or 2024-01-15." and n == 2
 
 
 def test_language_filter():
-    lang = clean.LanguageFilter("en", 0.65)
-    assert lang.keep(GOOD)
-    assert not lang.keep("Die Stadt liegt am Fluss und ist für ihre alten Brücken bekannt.")
+    lang = clean.LanguageFilter(["en"], 0.65)
+    assert lang.filter(Document(text=GOOD, id="1")) is True
+    assert lang.filter(Document(text="Die Stadt liegt am Fluss und ist für ihre alten Brücken bekannt.",
+                                id="2")) == (False, "language")
 
 
-def test_minhash_finds_planted_near_duplicates_only():
-    import random
-
-    rng = random.Random(0)
-    base = [sample_data.general_doc(rng) + " " + sample_data.general_doc(rng) for _ in range(60)]
-    near = [sample_data.near_duplicate(rng, t) for t in base[:20]]
-    dups = clean.MinHasher(clean.MinHashConfig(), 0).duplicates(base + near)
-    # LSH at 14x8 catches a pair at Jaccard 0.8 with p~0.92: most copies found, no original flagged
-    assert set(dups) <= set(range(60, 80)) and len(dups) >= 17
-    assert all(dups[i] == i - 60 for i in dups)
+def test_decontamination_ngrams():
+    a = clean.ngram_hashes("One two three four five six", 3)
+    b = clean.ngram_hashes("zero ONE two, three! seven", 3)
+    assert len(a) == 4 and len(set(a) & set(b)) == 1  # "one two three", case and punctuation ignored
+    assert len(clean.ngram_hashes("short text", 13)) == 1  # a text shorter than n is one n-gram
 
 
 def test_split_is_stable_and_roughly_sized():
@@ -63,44 +71,180 @@ def test_split_is_stable_and_roughly_sized():
     assert 150 < len(held) < 250
 
 
+def test_corpus_overrides_merge_and_validate():
+    c = cfg(corpus_overrides={"domain": {"c4": {"min_num_sentences": 1}}})
+    assert c.for_corpus("domain").c4.min_num_sentences == 1 and c.for_corpus("domain").c4.filter_policy
+    assert c.for_corpus("general").c4.min_num_sentences == 5
+    with pytest.raises(Exception, match="unknown corpus"):
+        cfg(corpus_overrides={"web": {}}).for_corpus("general")
+
+
+# --------------------------------------------------------------------------- bad input
+def read_all(spec, tmp_path, strict=False):
+    reader = CorpusReader(str(spec), problems_dir=str(tmp_path / "problems"), strict=strict)
+    docs = list(reader.run(rank=0, world_size=1))
+    problems = [json.loads(line) for p in sorted((tmp_path / "problems").glob("*.jsonl"))
+                for line in p.read_text().splitlines()]
+    return docs, problems
+
+
+def gz_truncated(path, lines):
+    data = gzip.compress("".join(lines).encode())
+    path.write_bytes(data[: len(data) * 2 // 3])
+
+
+BAD_INPUTS = {
+    "invalid_utf8": (lambda p: p.write_bytes(b'{"text": "good one"}\n{"text": "bad \xff\xfe"}\n{"text": "good two"}\n'),
+                     "x.jsonl", 2, "x.jsonl:2"),
+    "invalid_json": (lambda p: p.write_text('{"text": "good one"}\n{"text": oops\n{"text": "good two"}\n'),
+                     "x.jsonl", 2, "x.jsonl:2"),
+    "missing_text": (lambda p: p.write_text('{"text": "good one"}\n{"body": "no text"}\n{"text": "good two"}\n'),
+                     "x.jsonl", 2, "x.jsonl:2"),
+    "text_not_string": (lambda p: p.write_text('{"text": "good one"}\n{"text": 42}\n'), "x.jsonl", 1, "x.jsonl:2"),
+    "not_an_object": (lambda p: p.write_text('{"text": "good one"}\n[1, 2]\n'), "x.jsonl", 1, "x.jsonl:2"),
+    "empty_file": (lambda p: p.write_text(""), "x.jsonl", 0, "x.jsonl"),
+    "truncated_or_corrupt": (lambda p: gz_truncated(p, [json.dumps({"text": f"document {i} " * 20}) + "\n"
+                                                        for i in range(400)]), "x.jsonl.gz", None, "x.jsonl.gz:"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_INPUTS))
+def test_bad_input_is_counted_with_file_and_line(kind, tmp_path):
+    write, name, n_good, where = BAD_INPUTS[kind]
+    path = tmp_path / name
+    write(path)
+    docs, problems = read_all(path, tmp_path)
+    assert [p["kind"] for p in problems] == [kind]
+    assert where in problems[0]["where"]
+    if n_good is not None:
+        assert len(docs) == n_good
+    else:  # truncated .gz: everything before the damage is kept
+        assert 0 < len(docs) < 400
+    # strict turns the same input into an error naming the place
+    with pytest.raises(InputError, match=where.replace(".", r"\.")):
+        read_all(path, tmp_path / "strict", strict=True)
+
+
+def test_reader_formats(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.txt").write_text("first doc\nstill first\n\nsecond doc\n")
+    with gzip.open(tmp_path / "in" / "b.jsonl.gz", "wt") as f:
+        f.write(json.dumps({"text": "from gz", "id": "g1"}) + "\n")
+    pq.write_table(pa.table({"text": ["from parquet"]}), tmp_path / "in" / "c.parquet")
+    (tmp_path / "in" / "d.html").write_text("<html><body><p>from html</p></body></html>")
+    (tmp_path / "in" / "e.json").write_text(json.dumps([{"text": "from array"}]))
+    docs, problems = read_all(tmp_path / "in", tmp_path)
+    assert not problems
+    assert sorted(d.text for d in docs) == sorted(["first doc\nstill first", "second doc", "from gz", "from parquet",
+                                                   "<html><body><p>from html</p></body></html>", "from array"])
+    import datasets
+
+    datasets.Dataset.from_dict({"text": ["hf one", "hf two"]}).save_to_disk(str(tmp_path / "hf"))
+    docs, _ = read_all(tmp_path / "hf", tmp_path / "p2")
+    assert [d.text for d in docs] == ["hf one", "hf two"]
+
+
+def test_missing_input_is_an_error(tmp_path):
+    with pytest.raises(InputError, match="input not found"):
+        CorpusReader(str(tmp_path / "nope.jsonl"), problems_dir=str(tmp_path))
+
+
+# --------------------------------------------------------------------------- the stage
 @pytest.fixture(scope="module")
 def cleaned(tmp_path_factory):
-    import os
-
     root = tmp_path_factory.mktemp("clean")
     files = sample_data.generate(root / "sample", seed=0, scale=0.15)
+    # a second general shard with bad records: counted, reported, the rest cleaned
+    (root / "general").mkdir()
+    os.replace(files["general"], root / "general" / "a.jsonl")
+    (root / "general" / "b.jsonl").write_bytes(b'{"text": "bad \xff"}\n{"no_text": 1}\nnot json\n')
+    files["general"] = root / "general"
     old = os.getcwd()
     os.chdir(root)
     try:
-        metrics = clean.run(cfg().model_copy(update={"data": clean.DataConfig(**{k: str(v) for k, v in files.items()})}))
+        import yaml
+
+        params = yaml.safe_load(open(os.path.join(old, "params.yaml")))["clean"]
+        params["data"] = {k: str(v) for k, v in files.items()}
+        metrics = clean.run(clean.Config.model_validate(params))
     finally:
         os.chdir(old)
     return root, metrics
 
 
 def test_clean_finds_planted_problems(cleaned):
-    _, m = cleaned
+    root, m = cleaned
     for corpus in ("general", "domain"):
-        dropped = m[corpus]["dropped"]
-        for reason in ("exact_duplicate", "near_duplicate", "boilerplate_only", "too_short", "language"):
-            assert dropped.get(reason, 0) > 0, (corpus, reason, dropped)
-        assert m[corpus]["pii_redactions"] > 0
-        assert m[corpus]["docs_out"] < m[corpus]["docs_in"]
+        c = m[corpus]
+        assert c["exact_duplicates"] > 0 and c["near_duplicates"] > 0 and c["near_duplicate_clusters"] > 0
+        assert c["dropped"]["language"]["language"] > 0
+        assert c["dropped"]["boilerplate"]["boilerplate_only"] > 0
+        assert c["pii_redactions"] > 0
+        assert c["docs_out"] == c["train"] + c["heldout"] < c["docs_in"]
+        assert c["bytes_out"] < c["bytes_in"]
+        assert c["docs_in"] - c["dropped_total"] == c["docs_out"]
+    assert m["general"]["input_problems"] == {"invalid_json": 1, "invalid_utf8": 1, "missing_text": 1}
+    problems = [json.loads(line) for line in (root / "data/clean/problems.jsonl").read_text().splitlines()]
+    assert {p["where"].rsplit("/", 1)[-1] for p in problems} == {"b.jsonl:1", "b.jsonl:2", "b.jsonl:3"}
+    samples = [json.loads(line) for line in (root / "data/clean/dropped_samples.jsonl").read_text().splitlines()]
+    assert {"language", "exact_duplicate", "near_duplicate"} <= {s["reason"] for s in samples}
     assert m["docs_in"] == sum(m[k]["docs_in"] for k in ("general", "domain", "instructions", "preferences"))
 
 
-def test_no_heldout_example_in_any_training_split(cleaned):
+def test_outputs_are_parquet_shards_without_pii_or_duplicates(cleaned):
+    root, m = cleaned
+    for corpus in ("general", "domain"):
+        train = read_texts(root / "data/clean" / corpus / "train")
+        heldout = read_texts(root / "data/clean" / corpus / "heldout")
+        assert len(train) == m[corpus]["train"] and len(heldout) == m[corpus]["heldout"]
+        keys = [" ".join(t.lower().split()) for t in train + heldout]
+        assert len(keys) == len(set(keys))
+        assert not any("@example.com" in t for t in train + heldout)
+    assert not (root / "data/clean/.work").exists()
+
+
+def test_no_training_document_shares_an_ngram_with_an_eval_set(cleaned):
     root, _ = cleaned
     out = root / "data" / "clean"
-    rows = {p.name: [json.loads(l) for l in p.read_text().splitlines()] for p in out.glob("*.jsonl")}
+    n = 25  # the demo's decontamination.ngram in params.yaml
+    evals = set()
+    for corpus in ("general", "domain"):
+        for t in read_texts(out / corpus / "heldout"):
+            evals |= set(clean.ngram_hashes(t, n).tolist())
+    for name in ("instructions", "preferences"):
+        for line in (out / f"{name}.heldout.jsonl").read_text().splitlines():
+            r = json.loads(line)
+            evals |= set(clean.ngram_hashes(clean.task_key(r.get("messages") or r["prompt"]), n).tolist())
+    for corpus in ("general", "domain"):
+        for t in read_texts(out / corpus / "train"):
+            assert not set(clean.ngram_hashes(t, n).tolist()) & evals
+    # instruction/preference training records never contain a held-out task's subject
     heldout_keys, train_paragraphs = set(), set()
-    for name, recs in rows.items():
-        for r in recs:
-            if name.endswith(".heldout.jsonl"):
-                heldout_keys |= clean.paragraphs(r["text"]) if "text" in r else {clean.task_key(r.get("messages") or r["prompt"])}
-            elif name.endswith(".train.jsonl"):
-                train_paragraphs |= clean.paragraphs(clean.record_text(r))
-    assert heldout_keys and train_paragraphs
-    assert not heldout_keys & train_paragraphs
-    # and no corpus text is lost to PII: nothing left that looks like an e-mail address
-    assert not any("@example.com" in r.get("text", "") for recs in rows.values() for r in recs)
+    for name in ("instructions", "preferences"):
+        for split in ("train", "heldout"):
+            for line in (out / f"{name}.{split}.jsonl").read_text().splitlines():
+                r = json.loads(line)
+                if split == "heldout":
+                    heldout_keys.add(clean.task_key(r.get("messages") or r["prompt"]))
+                else:
+                    train_paragraphs |= clean.paragraphs(clean.record_text(r))
+    assert heldout_keys and train_paragraphs and not heldout_keys & train_paragraphs
+
+
+def test_strict_stops_on_the_first_bad_record(tmp_path):
+    files = sample_data.generate(tmp_path / "sample", seed=0, scale=0.02)
+    with open(files["domain"], "ab") as f:
+        f.write(b'{"text": 7}\n')
+    old = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        c = cfg(strict=True, executor={"workers": 1}).model_copy(
+            update={"data": clean.DataConfig(**{k: str(v) for k, v in files.items()})})
+        with pytest.raises(InputError, match=r"domain\.jsonl:\d+: record has no string 'text'"):
+            clean.run(c)
+    finally:
+        os.chdir(old)
+    assert not (tmp_path / "data" / "clean").exists()

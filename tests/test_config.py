@@ -24,9 +24,9 @@ def test_wrong_type_and_range_are_named(tmp_path):
 
 def test_included_top_level_section(tmp_path):
     p = tmp_path / "params.yaml"
-    p.write_text("data: {general: g, domain: d, instructions: i, preferences: p}\nclean: {min_words: 3}\n")
+    p.write_text("data: {general: g, domain: d, instructions: i, preferences: p}\nclean: {c4: {min_num_sentences: 3}}\n")
     cfg = load_section("clean", clean.Config, p)
-    assert cfg.data.general == "g" and cfg.min_words == 3
+    assert cfg.data.general == "g" and cfg.c4.min_num_sentences == 3
     p.write_text("data: {general: g, domain: d, instructions: i}\nclean: {}\n")
     with pytest.raises(ConfigError, match=r"data\.preferences: Field required"):
         load_section("clean", clean.Config, p)
