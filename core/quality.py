@@ -20,7 +20,7 @@ from datatrove.pipeline.filters.gopher_repetition_filter import find_duplicates
 from datatrove.utils.text import PUNCTUATION_SET
 
 # bounds on what tokenization keeps between texts, so memory stays flat however large the corpus
-MEMO_CHUNKS = 200_000  # distinct whitespace-free chunks remembered
+MEMO_CHUNKS = 50_000  # distinct whitespace-free chunks remembered
 ZONE_CHUNKS = 20_000   # chunks tokenized in one spaCy memory zone before its vocabulary is dropped
 
 WORD, PUNCT, SENTENCE_END = 0, 1, 2

@@ -24,7 +24,10 @@ def _fmt(v: object) -> str:
 
 def headline(stage: str, m: dict) -> str:
     picks = {
-        "clean": lambda: f"docs {m['docs_in']} -> {m['docs_out']}",
+        "clean": lambda: (f"docs {m['docs_in']} -> {m['docs_out']}; duplicates exact "
+                          f"{sum(m[c]['exact_duplicates'] for c in ('general', 'domain'))}, near "
+                          f"{sum(m[c]['near_duplicates'] for c in ('general', 'domain'))}; "
+                          f"bad input records {m.get('input_problems', 0)}"),
         "tokenizer": lambda: f"vocab {m['vocab_size']}, {m['bytes_per_token_general']:.2f} bytes/token (general)",
         "pretrain": lambda: f"{m['params']:,} params, val ppl {m['val_ppl']:.3f}",
         "domain": lambda: (f"{m['mode']}: ppl_domain {m['ppl_domain_before']:.4g} -> {m['ppl_domain_after']:.4g}, "

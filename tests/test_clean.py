@@ -248,3 +248,34 @@ def test_strict_stops_on_the_first_bad_record(tmp_path):
     finally:
         os.chdir(old)
     assert not (tmp_path / "data" / "clean").exists()
+
+
+def test_minhash_dedup_finds_planted_near_duplicates_and_keeps_related_documents(tmp_path):
+    """Pairs planted at 5-gram Jaccard >= 0.8 are caught; pairs at [0.3, 0.6) are related but not duplicates."""
+    import pyarrow.parquet as pq
+
+    from pipelines.web_corpus import planted_near_duplicates
+
+    texts, family, sims = planted_near_duplicates(60, seed=3, negatives=1.0)
+    corpus = tmp_path / "planted.jsonl"
+    corpus.write_text("".join(json.dumps({"text": t, "id": str(i)}) + "\n" for i, t in enumerate(texts)))
+    off = {"enabled": False}
+    c = clean.Config.model_validate({
+        "data": {"general": str(corpus), "domain": str(corpus), "instructions": "-", "preferences": "-"},
+        "language": off, "gopher_repetition": off, "gopher_quality": off, "c4": off, "fineweb": off,
+        "decontamination": off, "executor": {"workers": 1}})
+    work = tmp_path / "work"
+    runner = clean.Runner(c.executor, work)
+    m, tasks = clean.clean_corpus("general", str(corpus), c, work, runner)
+    clean.write_corpus("general", c, work, tmp_path / "out", None, tasks, runner, m["heldout_fraction"])
+    kept = {int(i) for f in (tmp_path / "out" / "general").rglob("*.parquet")
+            for i in pq.read_table(f, columns=["id"]).column("id").to_pylist()}
+    members: dict[int, list[int]] = {}
+    for i, f in enumerate(family):
+        members.setdefault(f, []).append(i)
+    pairs = [m for m in members.values() if len(m) == 2]
+    assert len(pairs) == 60 and min(sims[i] for m in pairs for i in m) >= 0.8
+    caught = [m for m in pairs if len([i for i in m if i in kept]) == 1]  # exactly one of each pair kept
+    assert len(caught) >= 57
+    singles = [m[0] for m in members.values() if len(m) == 1]
+    assert len(singles) == 120 and all(i in kept for i in singles)  # no related-but-different document lost
