@@ -94,6 +94,10 @@ def apply_overrides(path: Path, overrides: list[str]) -> dict[str, object]:
     if not overrides:
         return {}
     yaml = YAML()  # round-trip: keeps comments and order
+    yaml.width = 4096  # never re-wrap a line the override did not touch
+    yaml.indent(mapping=2, sequence=4, offset=2)  # params.yaml's own style
+    yaml.representer.add_representer(
+        type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
     doc = yaml.load(path.read_text(encoding="utf-8"))
     applied: dict[str, object] = {}
     for item in overrides:

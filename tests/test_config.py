@@ -43,3 +43,15 @@ def test_overrides_keep_comments_and_reject_unknown_keys(tmp_path):
         apply_overrides(p, ["align.mthod=ppo"])
     with pytest.raises(ConfigError, match="expected section.key=value"):
         apply_overrides(p, ["align.method"])
+
+
+def test_override_of_the_project_params_changes_only_its_line(tmp_path):
+    from tests.micro import ROOT
+
+    p = tmp_path / "params.yaml"
+    original = (ROOT / "params.yaml").read_text()
+    p.write_text(original)
+    apply_overrides(p, ["align.dpo.lr=0.001", "pretrain.init_from=null"])
+    changed = [(a, b) for a, b in zip(original.splitlines(), p.read_text().splitlines()) if a != b]
+    assert len(original.splitlines()) == len(p.read_text().splitlines())
+    assert len(changed) == 1 and "lr: 0.001" in changed[0][1]
