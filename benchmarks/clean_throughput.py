@@ -88,7 +88,7 @@ def run_pipeline(kind: str, corpus_dir: Path, run_dir: Path, tasks: int, workers
 
 
 # --------------------------------------------------------------------------- measuring a child
-def tree_rss_psutil(pid: int) -> int:
+def tree_rss(pid: int) -> int:
     import psutil
 
     try:
@@ -105,40 +105,8 @@ def tree_rss_psutil(pid: int) -> int:
     return total
 
 
-def tree_rss_proc(pid: int) -> int:
-    """Same as tree_rss_psutil from /proc: parent links from /proc/*/stat, RSS from /proc/*/statm."""
-    page = os.sysconf("SC_PAGE_SIZE")
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])  # the command name may hold spaces and ")"
-        children.setdefault(ppid, []).append(int(entry))
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            total += int(Path(f"/proc/{p}/statm").read_text().split()[1]) * page
-        except OSError:
-            continue
-        todo += children.get(p, [])
-    return total
-
-
-try:
-    import psutil  # noqa: F401
-
-    tree_rss = tree_rss_psutil
-except ImportError:
-    tree_rss = tree_rss_proc
-
-
 def measure_run(kind: str, corpus_dir: Path, run_dir: Path, tasks: int, workers: int) -> dict:
-    """Starts a fresh interpreter for one pipeline; samples its tree's RSS every 50 ms until it exits."""
+    """Starts a fresh interpreter for one pipeline; samples its tree's RSS every SAMPLE_EVERY_S until it exits."""
     run_dir.mkdir(parents=True)
     cmd = [sys.executable, "-m", "benchmarks.clean_throughput", "--run", kind, "--corpus", str(corpus_dir),
            "--run-dir", str(run_dir), "--tasks", str(tasks), "--workers", str(workers)]
@@ -219,8 +187,7 @@ def machine() -> dict:
             return "not installed"
 
     return {"cpu_count": os.cpu_count(), "python": platform.python_version(), "datatrove": version("datatrove"),
-            "spacy": version("spacy"), "platform": platform.platform(), "processor": platform.processor(),
-            "rss_sampler": "psutil" if tree_rss is tree_rss_psutil else "/proc"}
+            "spacy": version("spacy"), "platform": platform.platform(), "processor": platform.processor()}
 
 
 def figures(runs: list[dict], corpus: dict, cores: int) -> dict:

@@ -41,7 +41,7 @@ from datatrove.pipeline.filters.base_filter import BaseFilter
 from datatrove.pipeline.readers import JsonlReader
 from datatrove.pipeline.writers import JsonlWriter, ParquetWriter
 from datatrove.utils.hashing import HashConfig
-from datatrove.utils.word_tokenizers import WordTokenizer
+from datatrove.utils.word_tokenizers import WordTokenizer, load_word_tokenizer
 from pydantic import Field
 
 from core import tracking
@@ -283,16 +283,17 @@ class RedactPII(PipelineStep):
 
 
 class FastWords(WordTokenizer):
-    """datatrove's English word splitter, with the same words, for MinHash shingles (see core.quality)."""
+    """datatrove's English word splitter, with the same words, for MinHash shingles (see core.quality).
+    Sentences are left to datatrove's own spaCy splitter."""
 
     def word_tokenize(self, text: str) -> list[str]:
         return list(tokens_for(self.language).words(text))
 
     def sent_tokenize(self, text: str) -> list[str]:
-        raise NotImplementedError
+        return load_word_tokenizer(self.language).sent_tokenize(text)
 
     def span_tokenize(self, text: str) -> list[tuple[int, int]]:
-        raise NotImplementedError
+        return load_word_tokenizer(self.language).span_tokenize(text)
 
 
 class DropSampler:

@@ -279,3 +279,12 @@ def test_minhash_dedup_finds_planted_near_duplicates_and_keeps_related_documents
     assert len(caught) >= 57
     singles = [m[0] for m in members.values() if len(m) == 1]
     assert len(singles) == 120 and all(i in kept for i in singles)  # no related-but-different document lost
+
+
+def test_fast_words_match_datatrove_word_splitter():
+    from datatrove.utils.text import split_into_sentences, split_into_words
+
+    text = "It's a well-known fact, e.g. in the U.S., that prices rose 2,000%... Really? Yes!\n\nNew para."
+    words = clean.FastWords("en")
+    assert words.word_tokenize(text) == split_into_words(text, "en")
+    assert len(words.sent_tokenize(text)) == len(split_into_sentences(text, "en")) > 1
