@@ -345,16 +345,15 @@ class SplitWriter(PipelineStep):
     name = "✂️ Split + decontaminate"
     type = "💽 - WRITER"
 
-    def __init__(self, out: str, cfg: Config, eval_ngrams: str | None, shard_max_mb: int, samples: DropSampler):
+    def __init__(self, out: str, cfg: Config, eval_ngrams: str | None, samples: DropSampler):
         super().__init__()
         self.out, self.cfg, self.eval_ngrams, self.samples = out, cfg, eval_ngrams, samples
-        self.shard_max_mb = shard_max_mb
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         n = self.cfg.decontamination.ngram
         eval_set = np.load(self.eval_ngrams) if self.eval_ngrams else None
         writers = {split: ParquetWriter(f"{self.out}/{split}", output_filename="${rank}.parquet",
-                                        max_file_size=self.shard_max_mb * 2**20) for split in ("train", "heldout")}
+                                        max_file_size=self.cfg.shard_max_mb * 2**20) for split in ("train", "heldout")}
         with writers["train"] as train, writers["heldout"] as heldout:
             for doc in data:
                 if is_heldout(doc.text, self.cfg.heldout_fraction, self.cfg.seed):
@@ -632,7 +631,7 @@ def write_corpus(name: str, cfg: Config, work: Path, out: Path, eval_ngrams: Pat
         pipeline.append(MinhashDedupFilter(str(w / "minhash_remove"),
                                            exclusion_writer=DropSampler(samples, "near_duplicate",
                                                                         cfg.samples_per_reason)))
-    pipeline.append(SplitWriter(str(out / name), cfg, str(eval_ngrams) if eval_ngrams else None, cfg.shard_max_mb,
+    pipeline.append(SplitWriter(str(out / name), cfg, str(eval_ngrams) if eval_ngrams else None,
                                 DropSampler(samples, "decontamination", cfg.samples_per_reason)))
     return run(f"{name}-7-split", pipeline, tasks)
 
