@@ -146,6 +146,13 @@ def pack(tokenizer, texts: Sequence[str], seq_len: int) -> torch.Tensor:
     return torch.tensor(ids[: n * seq_len], dtype=torch.long).view(n, seq_len)
 
 
+def bytes_per_token(tokenizer, texts: Sequence[str]) -> float:
+    """UTF-8 bytes per token of texts as `pack` joins them: turns nats/token into bits per byte."""
+    n_bytes = sum(len(t.encode("utf-8")) for t in texts)
+    n_tokens = sum(len(ids) + 1 for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"])
+    return n_bytes / max(n_tokens, 1)
+
+
 @torch.no_grad()
 def mean_nll(model, blocks: torch.Tensor, batch_size: int = 16) -> float:
     """Mean next-token negative log-likelihood (nats) over packed blocks."""

@@ -1,14 +1,19 @@
 """The causal-LM loop shared by pretraining and domain continuation.
 
-AdamW with decay/no-decay groups, linear warmup then cosine decay to a floor, gradient clipping,
-periodic validation and checkpoints (safetensors model + optimizer/scheduler state).
+AdamW with decay/no-decay groups; linear warmup then cosine decay to a floor, or warmup-stable-decay (WSD);
+gradient accumulation and clipping; bf16 autocast where the device supports it; optional torch.compile;
+periodic validation (loss and bits per byte) and checkpoints that hold everything a run needs to continue
+exactly where it stopped: model (safetensors), optimizer, scheduler, the data sampler's RNG, the global RNG,
+the history so far. A rerun after a kill resumes from the last checkpoint and gives the same curve.
+Throughput is logged as tokens/s and MFU (model FLOPs per second over the device's peak).
 """
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import torch
 from pydantic import Field
@@ -19,27 +24,42 @@ from core.config import StageConfig
 from core.errors import LifecycleError
 from core.lm import mean_nll
 
+STATE = "trainer_state.pt"
+
 
 class TrainSettings(StageConfig):
     steps: int = Field(gt=0)
-    batch_size: int = Field(gt=0)
+    batch_size: int = Field(gt=0, description="sequences per optimizer step (split over grad_accum micro-batches)")
     lr: float = Field(gt=0)
+    schedule: Literal["cosine", "wsd"] = "cosine"
+    decay_fraction: float = Field(0.2, gt=0, le=1, description="wsd: share of steps spent decaying at the end")
     min_lr_ratio: float = Field(0.1, ge=0, le=1)
     warmup_steps: int = Field(10, ge=0)
     weight_decay: float = Field(0.1, ge=0)
     grad_clip: float = Field(1.0, gt=0)
+    grad_accum: int = Field(1, gt=0)
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on CUDA with bf16")
+    compile: bool = False
     eval_every: int = Field(50, gt=0)
     log_every: int = Field(10, gt=0)
-    checkpoint_every: int = Field(0, ge=0, description="0: only the final model")
+    checkpoint_every: int = Field(0, ge=0, description="0: no mid-run checkpoints (no resume)")
 
 
 def lr_lambda(settings: TrainSettings) -> Callable[[int], float]:
+    floor = settings.min_lr_ratio
+
     def f(step: int) -> float:
         if step < settings.warmup_steps:
             return (step + 1) / settings.warmup_steps
+        if settings.schedule == "wsd":
+            decay_start = settings.steps - round(settings.decay_fraction * settings.steps)
+            if step < decay_start:
+                return 1.0
+            progress = min((step - decay_start) / max(settings.steps - decay_start, 1), 1.0)
+            return 1.0 - (1.0 - floor) * progress
         span = max(settings.steps - settings.warmup_steps, 1)
         progress = min((step - settings.warmup_steps) / span, 1.0)
-        return settings.min_lr_ratio + (1 - settings.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
     return f
 
 
@@ -52,60 +72,170 @@ def optimizer_for(model: torch.nn.Module, settings: TrainSettings) -> torch.opti
     return torch.optim.AdamW(groups, lr=settings.lr, betas=(0.9, 0.95), eps=1e-8)
 
 
-def train(model, next_batch: Callable[[torch.Generator], torch.Tensor], val_blocks: dict[str, torch.Tensor],
-          settings: TrainSettings, seed: int, checkpoint_dir: Path | None = None, desc: str = "train") -> list[dict]:
-    """Train in place; return the history rows ({step, loss, lr, grad_norm, val_<name>_loss ...})."""
-    gen = torch.Generator().manual_seed(seed)
-    opt = optimizer_for(model, settings)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(settings))
-    history: list[dict] = []
-    tokens = 0
-    start = time.perf_counter()
-
-    def validate(step: int) -> dict:
-        row = {"step": step}
-        for name, blocks in val_blocks.items():
-            row[f"val_{name}_loss"] = mean_nll(model, blocks)
-        model.train()
-        return row
-
-    model.train()
-    bar = tqdm(range(settings.steps), desc=desc, mininterval=2.0)
-    running = 0.0
-    for step in bar:
-        x = next_batch(gen).to(model.device)
-        loss = model(input_ids=x, labels=x).loss
-        if not torch.isfinite(loss):
-            raise LifecycleError(f"{desc}: loss is {loss.item()} at step {step}; lower the learning rate")
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip).item()
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        tokens += x.numel()
-        running += loss.item()
-        done = step + 1
-        if done % settings.log_every == 0 or done == settings.steps:
-            n = done % settings.log_every or settings.log_every
-            row = {"step": done, "loss": running / n, "lr": sched.get_last_lr()[0], "grad_norm": grad_norm,
-                   "tokens_per_s": tokens / (time.perf_counter() - start)}
-            running = 0.0
-            history.append(row)
-            tracking.log_metrics({k: v for k, v in row.items() if k != "step"}, step=done)
-            bar.set_postfix(loss=f"{row['loss']:.3f}")
-        if done % settings.eval_every == 0 or done == settings.steps:
-            row = validate(done)
-            history.append(row)
-            tracking.log_metrics({k: v for k, v in row.items() if k != "step"}, step=done)
-        if checkpoint_dir and settings.checkpoint_every and done % settings.checkpoint_every == 0:
-            save_checkpoint(checkpoint_dir, model, opt, sched, done)
-    return history
+def use_bf16(settings: TrainSettings, device: torch.device) -> bool:
+    if settings.precision == "fp32":
+        return False
+    supported = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    if settings.precision == "bf16" and not supported:
+        raise LifecycleError(f"precision bf16 asked for, but {device} has no bf16 support; use auto or fp32")
+    return supported
 
 
-def save_checkpoint(directory: Path, model, opt, sched, step: int) -> None:
+# --------------------------------------------------------------------------- FLOPs and MFU
+def flops_per_token(model, seq_len: int) -> float:
+    """Training FLOPs per token: 6 per parameter (forward + backward) plus attention (PaLM appendix B)."""
+    cfg = model.config
+    n_params = sum(p.numel() for p in model.parameters())
+    return 6 * n_params + 12 * cfg.num_hidden_layers * cfg.hidden_size * seq_len
+
+
+# dense bf16 tensor-core peaks (no sparsity), FLOP/s
+GPU_PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12,
+                 "4090": 165e12, "3090": 71e12, "V100": 125e12, "T4": 65e12}
+_CPU_PEAK: dict[int, float] = {}
+
+
+def device_peak_flops(device: torch.device, bf16: bool) -> float:
+    """The device's peak FLOP/s: a datasheet figure for known GPUs, else a measured fp32 matmul rate."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key, peak in GPU_PEAK_BF16.items():
+            if key in name:
+                return peak if bf16 else peak / 2  # TF32 tensor cores run at half the bf16 rate
+    threads = torch.get_num_threads()
+    if threads not in _CPU_PEAK:  # the best large-matmul rate this process gets, as the CPU's practical peak
+        a = torch.randn(1024, 1024)
+        torch.mm(a, a)
+        best = 0.0
+        for _ in range(5):
+            t = time.perf_counter()
+            torch.mm(a, a)
+            best = max(best, 2 * 1024 ** 3 / (time.perf_counter() - t))
+        _CPU_PEAK[threads] = best
+    return _CPU_PEAK[threads]
+
+
+# --------------------------------------------------------------------------- checkpoints
+def save_checkpoint(directory: Path, model, opt, sched, state: dict) -> None:
     from core.io import atomic_dir
 
     with atomic_dir(directory / "last") as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
-        torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step},
-                   tmp / "trainer_state.pt")
+        torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), **state}, tmp / STATE)
+
+
+def load_checkpoint(directory: Path, fingerprint: str) -> tuple[dict, dict] | None:
+    """(model state dict, trainer state) of the last checkpoint of this same run, or None."""
+    from safetensors.torch import load_file
+
+    last = directory / "last"
+    if not (last / STATE).exists():
+        return None
+    try:
+        state = torch.load(last / STATE, weights_only=True)
+        weights = load_file(last / "model.safetensors")
+    except Exception as exc:  # a damaged checkpoint must not stop a fresh start
+        print(f"warning: ignoring unreadable checkpoint {last}: {exc}", flush=True)
+        return None
+    if state.get("fingerprint") != fingerprint:
+        print(f"note: {last} belongs to a different configuration or data; starting from scratch", flush=True)
+        return None
+    return weights, state
+
+
+# --------------------------------------------------------------------------- the loop
+def train(model, next_batch: Callable[[torch.Generator], torch.Tensor], val_blocks: dict[str, torch.Tensor],
+          settings: TrainSettings, seed: int, checkpoint_dir: Path | None = None, desc: str = "train",
+          fingerprint: str = "", val_bytes_per_token: dict[str, float] | None = None) -> list[dict]:
+    """Train in place; return the history rows ({step, loss, lr, grad_norm, tokens_per_s, mfu, val_<name>_loss,
+    val_<name>_bpb ...}). With `checkpoint_dir`, resumes from a checkpoint of the same `fingerprint`."""
+    if settings.batch_size % settings.grad_accum:
+        raise LifecycleError(f"{desc}: batch_size {settings.batch_size} is not divisible by grad_accum "
+                             f"{settings.grad_accum}")
+    gen = torch.Generator().manual_seed(seed)
+    opt = optimizer_for(model, settings)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(settings))
+    history: list[dict] = []
+    start_step, running = 0, 0.0
+
+    resumed = load_checkpoint(checkpoint_dir, fingerprint) if checkpoint_dir and settings.checkpoint_every else None
+    if resumed:
+        weights, state = resumed
+        result = model.load_state_dict(weights, strict=False)  # a tied lm_head is stored once, as the embedding
+        missing = [k for k in result.missing_keys if not (k.startswith("lm_head") and model.config.tie_word_embeddings)]
+        if missing or result.unexpected_keys:
+            raise LifecycleError(f"{checkpoint_dir / 'last'}: checkpoint does not fit the model "
+                                 f"(missing {missing[:3]}, unexpected {result.unexpected_keys[:3]})")
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        gen.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        history, start_step, running = list(state["history"]), int(state["step"]), float(state["running"])
+        print(f"{desc}: resumed from {checkpoint_dir / 'last'} at step {start_step}", flush=True)
+
+    bf16 = use_bf16(settings, model.device)
+    step_model = torch.compile(model) if settings.compile else model
+    seq_len = next(iter(val_blocks.values())).shape[1] if val_blocks else 0
+    flops = flops_per_token(model, seq_len)
+    peak = device_peak_flops(model.device, bf16)
+    micro = settings.batch_size // settings.grad_accum
+
+    def validate(step: int) -> dict:
+        row = {"step": step}
+        with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=bf16):
+            for name, blocks in val_blocks.items():
+                row[f"val_{name}_loss"] = mean_nll(model, blocks)
+                if val_bytes_per_token and name in val_bytes_per_token:
+                    row[f"val_{name}_bpb"] = row[f"val_{name}_loss"] / math.log(2) / val_bytes_per_token[name]
+        model.train()
+        return row
+
+    model.train()
+    bar = tqdm(range(start_step, settings.steps), desc=desc, mininterval=2.0, initial=start_step,
+               total=settings.steps)
+    window_tokens, window_start = 0, time.perf_counter()
+    for step in bar:
+        x = next_batch(gen).to(model.device)
+        loss_sum = 0.0
+        for chunk in x.split(micro):
+            with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=bf16):
+                loss = step_model(input_ids=chunk, labels=chunk).loss
+            if not torch.isfinite(loss):
+                raise LifecycleError(f"{desc}: loss is {loss.item()} at step {step}; lower the learning rate")
+            (loss / settings.grad_accum).backward()
+            loss_sum += loss.item()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip).item()
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        window_tokens += x.numel()
+        running += loss_sum / settings.grad_accum
+        done = step + 1
+        if done % settings.log_every == 0 or done == settings.steps:
+            n = done % settings.log_every or settings.log_every
+            if model.device.type == "cuda":
+                torch.cuda.synchronize()
+            tokens_per_s = window_tokens / (time.perf_counter() - window_start)
+            row = {"step": done, "loss": running / n, "lr": sched.get_last_lr()[0], "grad_norm": grad_norm,
+                   "tokens_per_s": tokens_per_s, "mfu": tokens_per_s * flops / peak}
+            running, window_tokens = 0.0, 0
+            history.append(row)
+            tracking.log_metrics({k: v for k, v in row.items() if k != "step"}, step=done)
+            bar.set_postfix(loss=f"{row['loss']:.3f}", mfu=f"{row['mfu']:.1%}")
+        if done % settings.eval_every == 0 or done == settings.steps:
+            row = validate(done)
+            history.append(row)
+            tracking.log_metrics({k: v for k, v in row.items() if k != "step"}, step=done)
+        if checkpoint_dir and settings.checkpoint_every and done % settings.checkpoint_every == 0 \
+                and done < settings.steps:
+            save_checkpoint(checkpoint_dir, model, opt, sched, {
+                "step": done, "running": running, "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                "history": history, "fingerprint": fingerprint})
+        if done % settings.log_every == 0:
+            window_start = time.perf_counter()  # checkpoint and validation time stay out of tokens/s
+    return history
+
+
+def clear_checkpoints(checkpoint_dir: Path) -> None:
+    """After the stage's outputs are written, a finished run has nothing left to resume."""
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)

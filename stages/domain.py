@@ -6,6 +6,7 @@ General and domain perplexity are measured before and after on held-out text.
 """
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Literal
@@ -16,8 +17,8 @@ from pydantic import Field
 from core import runtime, tracking
 from core.config import StageConfig
 from core.io import atomic_dir, read_texts, write_json
-from core.lm import load_causal_lm, load_tokenizer, mean_nll, pack
-from core.train_loop import TrainSettings, train
+from core.lm import bytes_per_token, load_causal_lm, load_tokenizer, mean_nll, pack
+from core.train_loop import TrainSettings, clear_checkpoints, train
 
 CLEAN = Path("data/clean")
 BASE = Path("artifacts/pretrain")
@@ -59,7 +60,11 @@ def run(cfg: Config) -> dict:
         g = general_train[torch.randint(len(general_train), (n_general,), generator=gen)]
         return torch.cat([d, g])
 
-    history = train(model, next_batch, val, cfg.train, cfg.seed, CHECKPOINTS, f"domain ({cfg.mode})")
+    fingerprint = json.dumps([cfg.model_dump(), len(tokenizer), domain_train.shape, general_train.shape,
+                              int(domain_train[:64].sum()), before])
+    bpt = {name: bytes_per_token(tokenizer, read_texts(CLEAN / name / "heldout")) for name in val}
+    history = train(model, next_batch, val, cfg.train, cfg.seed, CHECKPOINTS, f"domain ({cfg.mode})", fingerprint,
+                    bpt)
     after = {name: mean_nll(model, b) for name, b in val.items()}
     with atomic_dir(OUT_DIR) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
@@ -70,10 +75,13 @@ def run(cfg: Config) -> dict:
         "ppl_general_before": math.exp(before["general"]), "ppl_general_after": math.exp(after["general"]),
         # forgetting: relative rise of held-out general perplexity caused by this stage
         "forgetting": math.exp(after["general"] - before["general"]) - 1.0,
+        "bpb_domain_after": after["domain"] / math.log(2) / bpt["domain"],
+        "bpb_general_after": after["general"] / math.log(2) / bpt["general"],
     }
     tracking.save_curves(history, f"domain ({cfg.mode})", PLOT_PNG, ["loss", "val_domain_loss", "val_general_loss"],
                          PLOT_DATA)
     write_json(METRICS, metrics)
+    clear_checkpoints(CHECKPOINTS)
     return metrics
 
 

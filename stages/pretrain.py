@@ -3,6 +3,7 @@ a local Hugging Face checkpoint. Warmup + cosine LR, gradient clipping, checkpoi
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -12,8 +13,8 @@ from core import runtime, tracking
 from core.config import StageConfig
 from core.errors import ConfigError
 from core.io import atomic_dir, read_texts, write_json
-from core.lm import load_causal_lm, load_tokenizer, pack
-from core.train_loop import TrainSettings, train
+from core.lm import bytes_per_token, load_causal_lm, load_tokenizer, pack
+from core.train_loop import TrainSettings, clear_checkpoints, train
 
 CLEAN = Path("data/clean")
 TOKENIZER = Path("artifacts/tokenizer")
@@ -69,13 +70,17 @@ def run(cfg: Config) -> dict:
         model = build_model(cfg, tokenizer)
     model.to(dev)
     train_blocks = pack(tokenizer, read_texts(CLEAN / "general" / "train"), cfg.seq_len)
-    val_blocks = pack(tokenizer, read_texts(CLEAN / "general" / "heldout"), cfg.seq_len)
+    val_texts = read_texts(CLEAN / "general" / "heldout")
+    val_blocks = pack(tokenizer, val_texts, cfg.seq_len)
 
     def next_batch(gen: torch.Generator) -> torch.Tensor:
         return train_blocks[torch.randint(len(train_blocks), (cfg.train.batch_size,), generator=gen)]
 
     n_params = sum(p.numel() for p in model.parameters())
-    history = train(model, next_batch, {"general": val_blocks}, cfg.train, cfg.seed, CHECKPOINTS, "pretrain")
+    # a checkpoint is resumed only by the same run: same config, tokenizer and data
+    fingerprint = json.dumps([cfg.model_dump(), len(tokenizer), train_blocks.shape, int(train_blocks[:64].sum())])
+    history = train(model, next_batch, {"general": val_blocks}, cfg.train, cfg.seed, CHECKPOINTS, "pretrain",
+                    fingerprint, {"general": bytes_per_token(tokenizer, val_texts)})
     final_val = [r for r in history if "val_general_loss" in r][-1]["val_general_loss"]
     with atomic_dir(OUT_DIR) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
@@ -84,9 +89,13 @@ def run(cfg: Config) -> dict:
         "params": n_params, "train_tokens": cfg.train.steps * cfg.train.batch_size * cfg.seq_len,
         "train_blocks": len(train_blocks), "final_train_loss": [r for r in history if "loss" in r][-1]["loss"],
         "val_loss": final_val, "val_ppl": float(torch.tensor(final_val).exp()),
+        "val_bpb": [r for r in history if "val_general_bpb" in r][-1]["val_general_bpb"],
+        "tokens_per_s": [r for r in history if "tokens_per_s" in r][-1]["tokens_per_s"],
+        "mfu": [r for r in history if "mfu" in r][-1]["mfu"],
     }
     tracking.save_curves(history, "pretrain", PLOT_PNG, ["loss", "val_general_loss", "lr"], PLOT_DATA)
     write_json(METRICS, metrics)
+    clear_checkpoints(CHECKPOINTS)
     return metrics
 
 

@@ -15,3 +15,44 @@ def test_warmup_then_cosine_to_floor():
     f = lr_lambda(TrainSettings(steps=110, batch_size=1, lr=1.0, warmup_steps=10, min_lr_ratio=0.1))
     assert f(0) == 0.1 and f(9) == 1.0
     assert abs(f(10) - 1.0) < 1e-9 and abs(f(60) - 0.55) < 1e-9 and abs(f(110) - 0.1) < 1e-9
+
+
+def test_wsd_holds_then_decays_linearly_to_floor():
+    f = lr_lambda(TrainSettings(steps=100, batch_size=1, lr=1.0, warmup_steps=10, min_lr_ratio=0.1,
+                                schedule="wsd", decay_fraction=0.2))
+    assert f(0) == 0.1 and f(9) == 1.0 and f(50) == 1.0 and f(79) == 1.0
+    assert abs(f(90) - 0.55) < 1e-9 and abs(f(100) - 0.1) < 1e-9
+
+
+def test_flops_per_token_counts_params_and_attention():
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from core.train_loop import device_peak_flops, flops_per_token
+
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                         intermediate_size=64, tie_word_embeddings=True))
+    n = sum(p.numel() for p in model.parameters())
+    assert flops_per_token(model, 16) == 6 * n + 12 * 2 * 32 * 16
+    assert device_peak_flops(torch.device("cpu"), bf16=False) > 1e8  # a measured matmul rate
+
+
+def test_grad_accumulation_matches_one_big_batch():
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from core.train_loop import train
+
+    def run(accum):
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
+                                             num_attention_heads=2, intermediate_size=32))
+        data = torch.randint(50, (64, 8), generator=torch.Generator().manual_seed(1))
+        settings = TrainSettings(steps=3, batch_size=8, lr=1e-2, warmup_steps=0, grad_accum=accum, log_every=1,
+                                 eval_every=3)
+        hist = train(model, lambda g: data[torch.randint(64, (8,), generator=g)], {"v": data[:8]}, settings, 0)
+        return [r["loss"] for r in hist if "loss" in r], next(model.parameters()).detach().clone()
+
+    (loss1, w1), (loss4, w4) = run(1), run(4)
+    assert torch.allclose(torch.tensor(loss1), torch.tensor(loss4), atol=1e-5)
+    assert torch.allclose(w1, w4, atol=1e-5)

@@ -1,0 +1,95 @@
+"""Killing a training stage mid-run and rerunning it resumes from the last checkpoint, on the same curve."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from core.config import apply_overrides
+from tests.micro import MICRO, make_project
+
+LONG = ["pretrain.train.steps=40", "pretrain.train.log_every=2", "pretrain.train.eval_every=20",
+        "pretrain.train.checkpoint_every=5", "pretrain.train.warmup_steps=3",
+        "domain.train.steps=30", "domain.train.log_every=2", "domain.train.eval_every=15",
+        "domain.train.checkpoint_every=5"]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = make_project(tmp_path_factory.mktemp("resume"))
+    apply_overrides(root / "params.yaml", MICRO + LONG)
+    for stage in ("clean", "tokenizer"):
+        run_stage(root, stage)
+    return root
+
+
+def env(root):
+    return {**os.environ, "PYTHONPATH": str(root), "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'm.db'}",
+            "LIFECYCLE_THREADS": "1"}
+
+
+def run_stage(root, stage):
+    proc = subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=root, env=env(root), capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def curve(root, stage):
+    rows = json.loads((root / "plots" / f"{stage}.json").read_text())
+    metrics = json.loads((root / "metrics" / f"{stage}.json").read_text())
+    timing = {"tokens_per_s", "mfu"}
+    return [{k: v for k, v in r.items() if k not in timing} for r in rows], \
+        {k: v for k, v in metrics.items() if k not in timing}
+
+
+def kill_after_checkpoint(root, stage, min_step):
+    """Start the stage, SIGKILL it as soon as a checkpoint at or after `min_step` exists."""
+    state = root / "checkpoints" / stage / "last" / "trainer_state.pt"
+    proc = subprocess.Popen([sys.executable, "-m", f"stages.{stage}"], cwd=root, env=env(root),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    import torch
+
+    while proc.poll() is None:
+        if state.exists():
+            try:
+                step = torch.load(state, weights_only=True)["step"]
+            except Exception:  # caught mid-rename: look again
+                step = -1
+            if step >= min_step:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                return step
+        time.sleep(0.002)
+    raise AssertionError(f"{stage} finished before it could be killed")
+
+
+@pytest.mark.parametrize("stage,min_step", [("pretrain", 10), ("domain", 10)])
+def test_killed_stage_resumes_on_the_uninterrupted_curve(project, stage, min_step):
+    if stage == "domain":
+        run_stage(project, "pretrain")
+    run_stage(project, stage)
+    expected = curve(project, stage)
+    assert not (project / "checkpoints" / stage).exists()  # a finished run leaves nothing to resume
+
+    for name in ("plots", "metrics"):
+        (project / name / f"{stage}.json").unlink()
+    killed_at = kill_after_checkpoint(project, stage, min_step)
+    assert not (project / "metrics" / f"{stage}.json").exists()  # no output from the killed run
+    proc = run_stage(project, stage)
+    assert f"resumed from checkpoints/{stage}/last at step {killed_at}" in proc.stdout
+    assert curve(project, stage) == expected
+
+
+def test_checkpoint_of_another_configuration_is_not_resumed(project):
+    run_stage(project, "pretrain")
+    kill_after_checkpoint(project, "pretrain", 5)
+    apply_overrides(project / "params.yaml", ["pretrain.train.lr=0.002"])
+    try:
+        proc = run_stage(project, "pretrain")
+    finally:
+        apply_overrides(project / "params.yaml", ["pretrain.train.lr=0.003"])
+    assert "different configuration" in proc.stdout and "resumed" not in proc.stdout
