@@ -43,6 +43,15 @@ def load_tokenizer(path: str | Path):
     return tok
 
 
+def adopt_tokenizer(tok) -> int:
+    """Give a checkpoint's own tokenizer the project's special tokens and chat template; returns tokens added."""
+    added = tok.add_special_tokens({"eos_token": EOS, "pad_token": PAD, "additional_special_tokens":
+                                    [t for t in SPECIAL_TOKENS if t not in (EOS, PAD)]},
+                                   replace_extra_special_tokens=False)
+    tok.chat_template = CHAT_TEMPLATE
+    return added
+
+
 def load_causal_lm(path: str | Path, trust_remote_code: bool = False):
     from transformers import AutoModelForCausalLM
 

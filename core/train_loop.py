@@ -30,7 +30,7 @@ STATE = "trainer_state.pt"
 class TrainSettings(StageConfig):
     steps: int = Field(gt=0)
     batch_size: int = Field(gt=0, description="sequences per optimizer step (split over grad_accum micro-batches)")
-    lr: float = Field(gt=0)
+    lr: float | None = Field(None, gt=0, description="pretrain derives one from the model width when unset")
     schedule: Literal["cosine", "wsd"] = "cosine"
     decay_fraction: float = Field(0.2, gt=0, le=1, description="wsd: share of steps spent decaying at the end")
     min_lr_ratio: float = Field(0.1, ge=0, le=1)
@@ -149,6 +149,8 @@ def train(model, next_batch: Callable[[torch.Generator], torch.Tensor], val_bloc
           fingerprint: str = "", val_bytes_per_token: dict[str, float] | None = None) -> list[dict]:
     """Train in place; return the history rows ({step, loss, lr, grad_norm, tokens_per_s, mfu, val_<name>_loss,
     val_<name>_bpb ...}). With `checkpoint_dir`, resumes from a checkpoint of the same `fingerprint`."""
+    if settings.lr is None:
+        raise LifecycleError(f"{desc}: train.lr is not set")
     if settings.batch_size % settings.grad_accum:
         raise LifecycleError(f"{desc}: batch_size {settings.batch_size} is not divisible by grad_accum "
                              f"{settings.grad_accum}")

@@ -1,10 +1,14 @@
-"""Stage `pretrain`: a causal LM from scratch (Llama-style decoder from transformers), or `init_from`
-a local Hugging Face checkpoint. Warmup + cosine LR, gradient clipping, checkpoints; saved in HF format.
+"""Stage `pretrain`: a causal LM from scratch (Llama-style decoder from transformers: RoPE, RMSNorm, SwiGLU,
+SDPA attention), or `init_from` a local Hugging Face checkpoint, which skips pretraining unless asked to
+continue. Size: a named profile, or the one dial `depth` (width 64 x depth, one head per 64 dims, LR scaled
+as 1/width from the demo's tuned point); explicit fields override either. Saved in HF format.
 """
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
+from typing import Literal
 
 import torch
 from pydantic import Field
@@ -13,7 +17,7 @@ from core import runtime, tracking
 from core.config import StageConfig
 from core.errors import ConfigError
 from core.io import atomic_dir, read_texts, write_json
-from core.lm import bytes_per_token, load_causal_lm, load_tokenizer, pack
+from core.lm import bytes_per_token, load_causal_lm, load_tokenizer, mean_nll, pack
 from core.train_loop import TrainSettings, clear_checkpoints, train
 
 CLEAN = Path("data/clean")
@@ -25,17 +29,44 @@ PLOT_DATA = Path("plots/pretrain.json")
 PLOT_PNG = Path("plots/pretrain_loss.png")
 
 
+PROFILES = {
+    "micro": {"layers": 1, "hidden_size": 32, "heads": 2, "max_seq_len": 256},  # tests
+    "tiny": {"layers": 4, "hidden_size": 192, "heads": 4, "max_seq_len": 256},  # the CPU demo
+    "gpt2-124m": {"layers": 12, "hidden_size": 768, "heads": 12, "max_seq_len": 1024},  # GPUs: GPT-2 small class
+}
+BASE_LR, BASE_WIDTH = 3e-3, 192  # tuned on the demo's tiny profile
+
+
 class ModelConfig(StageConfig):
-    hidden_size: int = Field(192, gt=0)
-    layers: int = Field(4, gt=0)
-    heads: int = Field(4, gt=0)
+    profile: Literal["micro", "tiny", "gpt2-124m"] | None = "tiny"
+    depth: int | None = Field(None, gt=0, description="the one dial: layers = depth, width = 64 x depth")
+    hidden_size: int | None = Field(None, gt=0)
+    layers: int | None = Field(None, gt=0)
+    heads: int | None = Field(None, gt=0)
+    kv_heads: int | None = Field(None, gt=0, description="grouped-query attention; default = heads")
     mlp_ratio: float = Field(2.75, gt=0)
-    max_seq_len: int = Field(256, gt=0)
+    max_seq_len: int | None = Field(None, gt=0)
+
+    def resolved(self) -> dict:
+        """Profile defaults, then the depth dial, then explicit fields."""
+        shape = dict(PROFILES[self.profile]) if self.profile else {"max_seq_len": 2048}
+        if self.depth:
+            width = 64 * self.depth
+            shape.update(layers=self.depth, hidden_size=width, heads=max(1, width // 64))
+        for key in ("hidden_size", "layers", "heads", "max_seq_len"):
+            if getattr(self, key) is not None:
+                shape[key] = getattr(self, key)
+        missing = [k for k in ("hidden_size", "layers", "heads") if k not in shape]
+        if missing:
+            raise ConfigError(f"pretrain.model: set a profile, depth, or {', '.join(missing)}")
+        shape["kv_heads"] = self.kv_heads or shape["heads"]
+        return shape
 
 
 class Config(StageConfig):
     seed: int = 0
     init_from: str | None = Field(None, description="local HF checkpoint directory; skips training from scratch")
+    continue_pretraining: bool = Field(False, description="init_from: also train on the general corpus")
     trust_remote_code: bool = False
     seq_len: int = Field(128, gt=1)
     model: ModelConfig = ModelConfig()
@@ -45,54 +76,78 @@ class Config(StageConfig):
 def build_model(cfg: Config, tokenizer):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    m = cfg.model
-    if m.hidden_size % m.heads:
-        raise ConfigError(f"pretrain.model.hidden_size ({m.hidden_size}) must be divisible by heads ({m.heads})")
-    if cfg.seq_len > m.max_seq_len:
-        raise ConfigError(f"pretrain.seq_len ({cfg.seq_len}) exceeds model.max_seq_len ({m.max_seq_len})")
+    m = cfg.model.resolved()
+    if m["hidden_size"] % m["heads"] or m["heads"] % m["kv_heads"]:
+        raise ConfigError(f"pretrain.model: hidden_size ({m['hidden_size']}) must divide into heads ({m['heads']}), "
+                          f"and heads into kv_heads ({m['kv_heads']})")
+    if cfg.seq_len > m["max_seq_len"]:
+        raise ConfigError(f"pretrain.seq_len ({cfg.seq_len}) exceeds model.max_seq_len ({m['max_seq_len']})")
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=m.hidden_size, num_hidden_layers=m.layers,
-        num_attention_heads=m.heads, num_key_value_heads=m.heads,
-        intermediate_size=int(m.hidden_size * m.mlp_ratio // 16 * 16), max_position_embeddings=m.max_seq_len,
-        tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=None, attn_implementation="sdpa")
+        vocab_size=len(tokenizer), hidden_size=m["hidden_size"], num_hidden_layers=m["layers"],
+        num_attention_heads=m["heads"], num_key_value_heads=m["kv_heads"],
+        intermediate_size=int(m["hidden_size"] * cfg.model.mlp_ratio // 16 * 16),
+        max_position_embeddings=m["max_seq_len"], tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=None, attn_implementation="sdpa")
     return LlamaForCausalLM(config)
+
+
+def learning_rate(cfg: Config, model) -> float:
+    """The configured LR, or one scaled as 1/width from the demo's tuned point."""
+    return cfg.train.lr or BASE_LR * BASE_WIDTH / model.config.hidden_size
+
+
+def load_init(cfg: Config, tokenizer):
+    """The checkpoint's model and its own tokenizer (given the project's special tokens), or ours."""
+    from pathlib import Path as P
+
+    from core.lm import adopt_tokenizer
+
+    model = load_causal_lm(cfg.init_from, cfg.trust_remote_code)
+    if (P(cfg.init_from) / "tokenizer.json").exists() or (P(cfg.init_from) / "tokenizer_config.json").exists():
+        tokenizer = load_tokenizer(cfg.init_from)
+        adopt_tokenizer(tokenizer)
+    if model.get_input_embeddings().num_embeddings < len(tokenizer):
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.eos_token_id, model.config.pad_token_id = tokenizer.eos_token_id, tokenizer.pad_token_id
+    return model, tokenizer
 
 
 def run(cfg: Config) -> dict:
     dev = runtime.setup(cfg.seed)
     tokenizer = load_tokenizer(TOKENIZER)
     if cfg.init_from:
-        model = load_causal_lm(cfg.init_from, cfg.trust_remote_code)
-        if model.get_input_embeddings().num_embeddings < len(tokenizer):
-            model.resize_token_embeddings(len(tokenizer))
+        model, tokenizer = load_init(cfg, tokenizer)
     else:
         model = build_model(cfg, tokenizer)
     model.to(dev)
-    train_blocks = pack(tokenizer, read_texts(CLEAN / "general" / "train"), cfg.seq_len)
     val_texts = read_texts(CLEAN / "general" / "heldout")
     val_blocks = pack(tokenizer, val_texts, cfg.seq_len)
-
-    def next_batch(gen: torch.Generator) -> torch.Tensor:
-        return train_blocks[torch.randint(len(train_blocks), (cfg.train.batch_size,), generator=gen)]
-
+    val_bpt = bytes_per_token(tokenizer, val_texts)
     n_params = sum(p.numel() for p in model.parameters())
-    # a checkpoint is resumed only by the same run: same config, tokenizer and data
-    fingerprint = json.dumps([cfg.model_dump(), len(tokenizer), train_blocks.shape, int(train_blocks[:64].sum())])
-    history = train(model, next_batch, {"general": val_blocks}, cfg.train, cfg.seed, CHECKPOINTS, "pretrain",
-                    fingerprint, {"general": bytes_per_token(tokenizer, val_texts)})
-    final_val = [r for r in history if "val_general_loss" in r][-1]["val_general_loss"]
+    metrics: dict = {"params": n_params, "init_from": cfg.init_from or "", "train_tokens": 0}
+    history: list[dict] = []
+    if not cfg.init_from or cfg.continue_pretraining:
+        train_blocks = pack(tokenizer, read_texts(CLEAN / "general" / "train"), cfg.seq_len)
+        settings = cfg.train.model_copy(update={"lr": learning_rate(cfg, model)})
+
+        def next_batch(gen: torch.Generator) -> torch.Tensor:
+            return train_blocks[torch.randint(len(train_blocks), (settings.batch_size,), generator=gen)]
+
+        # a checkpoint is resumed only by the same run: same config, tokenizer and data
+        fingerprint = json.dumps([cfg.model_dump(), len(tokenizer), train_blocks.shape, int(train_blocks[:64].sum())])
+        history = train(model, next_batch, {"general": val_blocks}, settings, cfg.seed, CHECKPOINTS, "pretrain",
+                        fingerprint, {"general": val_bpt})
+        last = {k: v for r in history for k, v in r.items()}  # the latest value of every key
+        metrics.update(train_tokens=settings.steps * settings.batch_size * cfg.seq_len, lr=settings.lr,
+                       train_blocks=len(train_blocks), final_train_loss=last["loss"],
+                       tokens_per_s=last["tokens_per_s"], mfu=last["mfu"])
+        val_loss = last["val_general_loss"]
+    else:
+        val_loss = mean_nll(model, val_blocks)
     with atomic_dir(OUT_DIR) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-    metrics = {
-        "params": n_params, "train_tokens": cfg.train.steps * cfg.train.batch_size * cfg.seq_len,
-        "train_blocks": len(train_blocks), "final_train_loss": [r for r in history if "loss" in r][-1]["loss"],
-        "val_loss": final_val, "val_ppl": float(torch.tensor(final_val).exp()),
-        "val_bpb": [r for r in history if "val_general_bpb" in r][-1]["val_general_bpb"],
-        "tokens_per_s": [r for r in history if "tokens_per_s" in r][-1]["tokens_per_s"],
-        "mfu": [r for r in history if "mfu" in r][-1]["mfu"],
-    }
+    metrics.update(val_loss=val_loss, val_ppl=math.exp(val_loss), val_bpb=val_loss / math.log(2) / val_bpt)
     tracking.save_curves(history, "pretrain", PLOT_PNG, ["loss", "val_general_loss", "lr"], PLOT_DATA)
     write_json(METRICS, metrics)
     clear_checkpoints(CHECKPOINTS)

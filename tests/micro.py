@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 MICRO = [
     "tokenizer.vocab_size=320",
-    "pretrain.model.hidden_size=32", "pretrain.model.layers=1", "pretrain.model.heads=2",
+    "pretrain.model.profile=micro",
     "pretrain.train.steps=4", "pretrain.train.batch_size=4", "pretrain.train.warmup_steps=1",
     "pretrain.train.eval_every=2", "pretrain.train.log_every=2", "pretrain.train.checkpoint_every=2",
     "domain.train.steps=3", "domain.train.batch_size=4", "domain.train.warmup_steps=1", "domain.train.eval_every=3",

@@ -1,4 +1,4 @@
-"""Killing a training stage mid-run and rerunning it resumes from the last checkpoint, on the same curve."""
+"""Training stages in a micro project: resume after a kill on the same curve, and `init_from` a checkpoint."""
 import json
 import os
 import signal
@@ -93,3 +93,31 @@ def test_checkpoint_of_another_configuration_is_not_resumed(project):
     finally:
         apply_overrides(project / "params.yaml", ["pretrain.train.lr=0.003"])
     assert "different configuration" in proc.stdout and "resumed" not in proc.stdout
+
+
+def test_init_from_a_local_checkpoint_skips_pretraining(project, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    # a checkpoint with its own, smaller vocabulary and no chat tokens: they are added, embeddings resized
+    ours = AutoTokenizer.from_pretrained(str(project / "artifacts" / "tokenizer"))
+    torch.manual_seed(0)
+    ckpt = LlamaForCausalLM(LlamaConfig(vocab_size=300, hidden_size=48, num_hidden_layers=2, num_attention_heads=2,
+                                        intermediate_size=96, max_position_embeddings=256, tie_word_embeddings=True))
+    ckpt.save_pretrained(tmp_path / "ckpt")
+    apply_overrides(project / "params.yaml", [f"pretrain.init_from={tmp_path / 'ckpt'}"])
+    try:
+        run_stage(project, "pretrain")
+    finally:
+        apply_overrides(project / "params.yaml", ["pretrain.init_from=null"])
+    metrics = json.loads((project / "metrics" / "pretrain.json").read_text())
+    assert metrics["init_from"] == str(tmp_path / "ckpt") and metrics["train_tokens"] == 0
+    assert metrics["val_ppl"] > 1 and metrics["val_bpb"] > 0
+    saved = load_file(project / "artifacts" / "pretrain" / "model.safetensors")
+    emb = saved["model.embed_tokens.weight"]
+    assert emb.shape == (len(ours), 48)  # resized to the project's tokenizer
+    assert torch.equal(emb[:300], ckpt.model.embed_tokens.weight.detach())  # the checkpoint's own weights
+    assert torch.equal(saved["model.layers.1.mlp.down_proj.weight"], ckpt.model.layers[1].mlp.down_proj.weight.detach())
+    run_stage(project, "domain")  # the next stage trains on it
+    assert json.loads((project / "metrics" / "domain.json").read_text())["ppl_domain_after"] > 0
