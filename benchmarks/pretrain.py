@@ -42,6 +42,7 @@ def child(kind: str, profile: str, steps: int) -> dict:
     import torch
 
     from core import runtime
+    from core.train_loop import TrainSettings, train  # imported before the clock starts, like torch for raw
 
     dev = runtime.setup(0)
     model = build(profile).to(dev)
@@ -61,8 +62,6 @@ def child(kind: str, profile: str, steps: int) -> dict:
         final = loss.item()
         mfu = None
     else:
-        from core.train_loop import TrainSettings, train
-
         settings = TrainSettings(steps=steps, batch_size=BATCH, lr=3e-3, warmup_steps=2, log_every=10,
                                  eval_every=10 ** 9)
         history = train(model, lambda g: data[torch.randint(len(data), (BATCH,), generator=g)],

@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -76,6 +77,8 @@ def stage_run(stage: str, params: dict) -> Iterator[object]:
 
 
 def active() -> bool:
+    if "mlflow" not in sys.modules:  # nobody started a run; importing mlflow just to ask costs a second
+        return False
     import mlflow
 
     return mlflow.active_run() is not None
