@@ -30,4 +30,4 @@ bench-clean: install
 	$(PY) -m benchmarks.clean_scale memory
 
 clean-outputs:
-	rm -rf data/clean artifacts checkpoints metrics plots reports .dvc/cache dvc.lock
+	rm -rf data/clean data/tokens artifacts checkpoints metrics plots reports .dvc/cache dvc.lock

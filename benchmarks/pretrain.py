@@ -64,7 +64,8 @@ def child(kind: str, profile: str, steps: int) -> dict:
     else:
         settings = TrainSettings(steps=steps, batch_size=BATCH, lr=3e-3, warmup_steps=2, log_every=10,
                                  eval_every=10 ** 9)
-        history = train(model, lambda g: data[torch.randint(len(data), (BATCH,), generator=g)],
+        gen = torch.Generator().manual_seed(0)
+        history = train(model, lambda step: data[torch.randint(len(data), (BATCH,), generator=gen)],
                         {"val": data[:1]}, settings, 0, desc="bench")
         final = [r["loss"] for r in history if "loss" in r][-1]
         mfu = statistics.mean(r["mfu"] for r in history if "mfu" in r)

@@ -3,7 +3,7 @@
 AdamW with decay/no-decay groups; linear warmup then cosine decay to a floor, or warmup-stable-decay (WSD);
 gradient accumulation and clipping; bf16 autocast where the device supports it; optional torch.compile;
 periodic validation (loss and bits per byte) and checkpoints that hold everything a run needs to continue
-exactly where it stopped: model (safetensors), optimizer, scheduler, the data sampler's RNG, the global RNG,
+exactly where it stopped: model (safetensors), optimizer, scheduler, the global RNG,
 the history so far. A rerun after a kill resumes from the last checkpoint and gives the same curve.
 Throughput is logged as tokens/s and MFU (model FLOPs per second over the device's peak).
 """
@@ -144,17 +144,17 @@ def load_checkpoint(directory: Path, fingerprint: str) -> tuple[dict, dict] | No
 
 
 # --------------------------------------------------------------------------- the loop
-def train(model, next_batch: Callable[[torch.Generator], torch.Tensor], val_blocks: dict[str, torch.Tensor],
+def train(model, next_batch: Callable[[int], torch.Tensor], val_blocks: dict[str, torch.Tensor],
           settings: TrainSettings, seed: int, checkpoint_dir: Path | None = None, desc: str = "train",
           fingerprint: str = "", val_bytes_per_token: dict[str, float] | None = None) -> list[dict]:
-    """Train in place; return the history rows ({step, loss, lr, grad_norm, tokens_per_s, mfu, val_<name>_loss,
+    """Train in place on `next_batch(step)`, a pure function of the step (so a resume replays the same data);
+    return the history rows ({step, loss, lr, grad_norm, tokens_per_s, mfu, val_<name>_loss,
     val_<name>_bpb ...}). With `checkpoint_dir`, resumes from a checkpoint of the same `fingerprint`."""
     if settings.lr is None:
         raise LifecycleError(f"{desc}: train.lr is not set")
     if settings.batch_size % settings.grad_accum:
         raise LifecycleError(f"{desc}: batch_size {settings.batch_size} is not divisible by grad_accum "
                              f"{settings.grad_accum}")
-    gen = torch.Generator().manual_seed(seed)
     opt = optimizer_for(model, settings)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(settings))
     history: list[dict] = []
@@ -170,7 +170,6 @@ def train(model, next_batch: Callable[[torch.Generator], torch.Tensor], val_bloc
                                  f"(missing {missing[:3]}, unexpected {result.unexpected_keys[:3]})")
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
-        gen.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         history, start_step, running = list(state["history"]), int(state["step"]), float(state["running"])
         print(f"{desc}: resumed from {checkpoint_dir / 'last'} at step {start_step}", flush=True)
@@ -197,7 +196,7 @@ def train(model, next_batch: Callable[[torch.Generator], torch.Tensor], val_bloc
                total=settings.steps)
     window_tokens, window_start = 0, time.perf_counter()
     for step in bar:
-        x = next_batch(gen).to(model.device)
+        x = next_batch(step).to(model.device)
         loss_sum = 0.0
         for chunk in x.split(micro):
             with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -231,7 +230,7 @@ def train(model, next_batch: Callable[[torch.Generator], torch.Tensor], val_bloc
         if checkpoint_dir and settings.checkpoint_every and done % settings.checkpoint_every == 0 \
                 and done < settings.steps:
             save_checkpoint(checkpoint_dir, model, opt, sched, {
-                "step": done, "running": running, "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                "step": done, "running": running, "torch_rng": torch.get_rng_state(),
                 "history": history, "fingerprint": fingerprint})
         if done % settings.log_every == 0:
             window_start = time.perf_counter()  # checkpoint and validation time stay out of tokens/s

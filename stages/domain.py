@@ -18,10 +18,12 @@ from core import runtime, tracking
 from core.config import StageConfig
 from core.io import atomic_dir, read_texts, write_json
 from core.lm import bytes_per_token, load_causal_lm, load_tokenizer, mean_nll, pack
+from core.tokens import TOKENS, Blocks, Sampler
 from core.train_loop import TrainSettings, clear_checkpoints, train
 
 CLEAN = Path("data/clean")
 BASE = Path("artifacts/pretrain")
+TOKENIZER = Path("artifacts/tokenizer")
 OUT_DIR = Path("artifacts/domain")
 CHECKPOINTS = Path("checkpoints/domain")
 METRICS = Path("metrics/domain.json")
@@ -35,6 +37,7 @@ class Config(StageConfig):
     replay_fraction: float = Field(0.25, ge=0, lt=1, description="sequential: share of general data per batch")
     domain_ratio: float = Field(0.5, gt=0, le=1, description="joint: share of domain data per batch")
     seq_len: int = Field(128, gt=1)
+    val_blocks: int = Field(512, gt=0, description="held-out blocks per corpus used for validation")
     train: TrainSettings
 
 
@@ -47,21 +50,32 @@ def run(cfg: Config) -> dict:
     tokenizer = load_tokenizer(BASE)
     model = load_causal_lm(BASE).to(dev)
 
-    def blocks(name: str, split: str) -> torch.Tensor:
-        return pack(tokenizer, read_texts(CLEAN / name / split), cfg.seq_len)
+    if len(tokenizer) == len(load_tokenizer(TOKENIZER)):  # the project's tokenizer: its memory-mapped token files
+        def blocks(name: str, split: str):
+            return Blocks(TOKENS, f"{name}.{split}", cfg.seq_len)
+    else:  # a base model that came with its own tokenizer (pretrain.init_from)
+        def blocks(name: str, split: str):
+            return pack(tokenizer, read_texts(CLEAN / name / split), cfg.seq_len)
+
+    def head(b):
+        return b.head(cfg.val_blocks) if isinstance(b, Blocks) else b[:cfg.val_blocks]
 
     domain_train, general_train = blocks("domain", "train"), blocks("general", "train")
-    val = {"domain": blocks("domain", "heldout"), "general": blocks("general", "heldout")}
+    val = {"domain": head(blocks("domain", "heldout")), "general": head(blocks("general", "heldout"))}
     before = {name: mean_nll(model, b) for name, b in val.items()}
     n_general = round(cfg.train.batch_size * general_share(cfg))
+    # separate seeded shuffles for the two sources: a pure function of the step
+    domain_sampler = Sampler(len(domain_train), cfg.train.batch_size - n_general, cfg.seed)
+    general_sampler = Sampler(len(general_train), n_general, cfg.seed + 1)
 
-    def next_batch(gen: torch.Generator) -> torch.Tensor:
-        d = domain_train[torch.randint(len(domain_train), (cfg.train.batch_size - n_general,), generator=gen)]
-        g = general_train[torch.randint(len(general_train), (n_general,), generator=gen)]
-        return torch.cat([d, g])
+    def next_batch(step: int) -> torch.Tensor:
+        parts = [domain_train[domain_sampler.indices(step)]]
+        if n_general:
+            parts.append(general_train[general_sampler.indices(step)])
+        return torch.cat(parts)
 
-    fingerprint = json.dumps([cfg.model_dump(), len(tokenizer), domain_train.shape, general_train.shape,
-                              int(domain_train[:64].sum()), before])
+    fingerprint = json.dumps([cfg.model_dump(), len(tokenizer), len(domain_train), len(general_train),
+                              int(domain_train[0].sum()), before])
     bpt = {name: bytes_per_token(tokenizer, read_texts(CLEAN / name / "heldout")) for name in val}
     history = train(model, next_batch, val, cfg.train, cfg.seed, CHECKPOINTS, f"domain ({cfg.mode})", fingerprint,
                     bpt)

@@ -18,6 +18,7 @@ from core.config import StageConfig
 from core.errors import ConfigError
 from core.io import atomic_dir, read_texts, write_json
 from core.lm import bytes_per_token, load_causal_lm, load_tokenizer, mean_nll, pack
+from core.tokens import TOKENS, Blocks, Sampler
 from core.train_loop import TrainSettings, clear_checkpoints, train
 
 CLEAN = Path("data/clean")
@@ -69,6 +70,7 @@ class Config(StageConfig):
     continue_pretraining: bool = Field(False, description="init_from: also train on the general corpus")
     trust_remote_code: bool = False
     seq_len: int = Field(128, gt=1)
+    val_blocks: int = Field(512, gt=0, description="held-out blocks used for validation")
     model: ModelConfig = ModelConfig()
     train: TrainSettings
 
@@ -121,20 +123,27 @@ def run(cfg: Config) -> dict:
         model = build_model(cfg, tokenizer)
     model.to(dev)
     val_texts = read_texts(CLEAN / "general" / "heldout")
-    val_blocks = pack(tokenizer, val_texts, cfg.seq_len)
+    if cfg.init_from and len(tokenizer) != len(load_tokenizer(TOKENIZER)):
+        val_blocks = pack(tokenizer, val_texts, cfg.seq_len)  # the checkpoint's own tokenizer: tokenize here
+        train_source = None
+    else:
+        val_blocks = Blocks(TOKENS, "general.heldout", cfg.seq_len).head(cfg.val_blocks)
+        train_source = Blocks(TOKENS, "general.train", cfg.seq_len)
     val_bpt = bytes_per_token(tokenizer, val_texts)
     n_params = sum(p.numel() for p in model.parameters())
     metrics: dict = {"params": n_params, "init_from": cfg.init_from or "", "train_tokens": 0}
     history: list[dict] = []
     if not cfg.init_from or cfg.continue_pretraining:
-        train_blocks = pack(tokenizer, read_texts(CLEAN / "general" / "train"), cfg.seq_len)
+        train_blocks = train_source if train_source is not None else \
+            pack(tokenizer, read_texts(CLEAN / "general" / "train"), cfg.seq_len)
         settings = cfg.train.model_copy(update={"lr": learning_rate(cfg, model)})
+        sampler = Sampler(len(train_blocks), settings.batch_size, cfg.seed)
 
-        def next_batch(gen: torch.Generator) -> torch.Tensor:
-            return train_blocks[torch.randint(len(train_blocks), (settings.batch_size,), generator=gen)]
+        def next_batch(step: int) -> torch.Tensor:
+            return train_blocks[sampler.indices(step)]
 
         # a checkpoint is resumed only by the same run: same config, tokenizer and data
-        fingerprint = json.dumps([cfg.model_dump(), len(tokenizer), train_blocks.shape, int(train_blocks[:64].sum())])
+        fingerprint = json.dumps([cfg.model_dump(), len(tokenizer), len(train_blocks), int(train_blocks[0].sum())])
         history = train(model, next_batch, {"general": val_blocks}, settings, cfg.seed, CHECKPOINTS, "pretrain",
                         fingerprint, {"general": val_bpt})
         last = {k: v for r in history for k, v in r.items()}  # the latest value of every key

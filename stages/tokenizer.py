@@ -1,4 +1,5 @@
-"""Stage `tokenizer`: byte-level BPE (HF tokenizers) with special tokens and the chat template.
+"""Stage `tokenizer`: byte-level BPE (HF tokenizers) with special tokens and the chat template, then every
+corpus split tokenized in parallel into memory-mapped token files (data/tokens, read by pretrain and domain).
 
 Trained on the training splits only; reports bytes per token on held-out text.
 """
@@ -6,12 +7,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from pydantic import Field
+from tqdm import tqdm
 
 from core.config import StageConfig
 from core.errors import ConfigError
 from core.io import atomic_dir, read_jsonl, read_texts, write_json
-from core.lm import CHAT_TEMPLATE, EOS, PAD, SPECIAL_TOKENS
+from core.lm import CHAT_TEMPLATE, DOC_SEP, EOS, PAD, SPECIAL_TOKENS
+from core.tokens import TOKENS, default_workers, encode_parallel, write_meta, write_tokens
 
 CLEAN = Path("data/clean")
 OUT_DIR = Path("artifacts/tokenizer")
@@ -21,6 +25,7 @@ METRICS = Path("metrics/tokenizer.json")
 class Config(StageConfig):
     vocab_size: int = Field(2048, gt=0)
     min_frequency: int = Field(2, ge=1)
+    workers: int = Field(0, ge=0, description="tokenizing processes; 0 = all cores (up to 8)")
 
 
 def training_texts() -> list[str]:
@@ -71,8 +76,26 @@ def run(cfg: Config) -> dict:
         raise RuntimeError("chat template does not encode <|assistant|> as one special token")
     with atomic_dir(OUT_DIR) as tmp:
         tokenizer.save_pretrained(tmp)
+    metrics["tokens"] = tokenize_corpora(tokenizer, cfg)
     write_json(METRICS, metrics)
     return metrics
+
+
+def tokenize_corpora(tokenizer, cfg: Config) -> dict:
+    """Every corpus split as a memory-mapped token file (see core/tokens.py), tokenized in parallel."""
+    separator = tokenizer.convert_tokens_to_ids(DOC_SEP)
+    counts = {}
+    with atomic_dir(TOKENS) as tmp:
+        for corpus in ("general", "domain"):
+            for split in ("train", "heldout"):
+                texts = read_texts(CLEAN / corpus / split)
+                ids = encode_parallel(str(OUT_DIR), texts, cfg.workers or default_workers())
+                counts[f"{corpus}.{split}"] = write_tokens(tmp, f"{corpus}.{split}", tqdm(
+                    ids, total=len(texts), desc=f"tokenize {corpus}.{split}", mininterval=2.0), separator,
+                    len(tokenizer))
+        write_meta(tmp, {"dtype": str(np.dtype(np.uint16) if len(tokenizer) <= 2 ** 16 else np.dtype(np.uint32)),
+                         "vocab_size": len(tokenizer), "separator": separator, "files": counts})
+    return counts
 
 
 def main() -> None:

@@ -50,9 +50,27 @@ def test_grad_accumulation_matches_one_big_batch():
         data = torch.randint(50, (64, 8), generator=torch.Generator().manual_seed(1))
         settings = TrainSettings(steps=3, batch_size=8, lr=1e-2, warmup_steps=0, grad_accum=accum, log_every=1,
                                  eval_every=3)
-        hist = train(model, lambda g: data[torch.randint(64, (8,), generator=g)], {"v": data[:8]}, settings, 0)
+        hist = train(model, lambda step: data[(torch.arange(8) + 8 * step) % 64], {"v": data[:8]}, settings, 0)
         return [r["loss"] for r in hist if "loss" in r], next(model.parameters()).detach().clone()
 
     (loss1, w1), (loss4, w4) = run(1), run(4)
     assert torch.allclose(torch.tensor(loss1), torch.tensor(loss4), atol=1e-5)
     assert torch.allclose(w1, w4, atol=1e-5)
+
+
+def test_token_blocks_and_the_step_seeded_shuffle(tmp_path):
+    import numpy as np
+
+    from core.tokens import Blocks, Sampler, write_meta, write_tokens
+
+    counts = write_tokens(tmp_path, "c.train", [[1, 2, 3], [4, 5], [6, 7, 8, 9]], separator=0, vocab_size=300)
+    write_meta(tmp_path, {"dtype": "uint16"})
+    assert counts == {"docs": 3, "tokens": 12}
+    assert np.load(tmp_path / "c.train.docs.npy").tolist() == [0, 4, 7]
+    blocks = Blocks(tmp_path, "c.train", 4)
+    assert len(blocks) == 3 and blocks[[2, 0]].tolist() == [[7, 8, 9, 0], [1, 2, 3, 0]]
+    sampler = Sampler(n_blocks=5, batch_size=2, seed=3)
+    epoch0 = np.concatenate([sampler.indices(s) for s in range(5)])
+    assert sorted(epoch0[:5].tolist()) == list(range(5))  # every block once per epoch
+    assert sampler.indices(3).tolist() == Sampler(5, 2, 3).indices(3).tolist()  # a pure function of the step
+    assert epoch0[:5].tolist() != epoch0[5:].tolist()  # the next epoch is another order
