@@ -28,7 +28,7 @@ VARIANTS = {
 def main() -> None:
     from core.config import apply_overrides
 
-    for need in ("data/clean", "artifacts/pretrain"):
+    for need in ("data/clean", "data/tokens", "artifacts/tokenizer", "artifacts/pretrain"):
         if not (ROOT / need).exists():
             sys.exit(f"{need} is missing: run `make demo` first")
     rows = {}
@@ -37,7 +37,8 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
         (work / "artifacts").mkdir(parents=True)
         (work / "data").symlink_to(ROOT / "data")
-        (work / "artifacts" / "pretrain").symlink_to(ROOT / "artifacts" / "pretrain")
+        for artifact in ("tokenizer", "pretrain"):
+            (work / "artifacts" / artifact).symlink_to(ROOT / "artifacts" / artifact)
         shutil.copy(ROOT / "params.yaml", work / "params.yaml")
         apply_overrides(work / "params.yaml", overrides)
         env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}"}

@@ -121,3 +121,16 @@ def test_init_from_a_local_checkpoint_skips_pretraining(project, tmp_path):
     assert torch.equal(saved["model.layers.1.mlp.down_proj.weight"], ckpt.model.layers[1].mlp.down_proj.weight.detach())
     run_stage(project, "domain")  # the next stage trains on it
     assert json.loads((project / "metrics" / "domain.json").read_text())["ppl_domain_after"] > 0
+
+
+def test_joint_mixture_runs_and_reports_its_share(project):
+    if not (project / "artifacts" / "pretrain").exists():
+        run_stage(project, "pretrain")
+    apply_overrides(project / "params.yaml", ["domain.mode=joint", "domain.domain_ratio=0.75"])
+    try:
+        run_stage(project, "domain")
+    finally:
+        apply_overrides(project / "params.yaml", ["domain.mode=sequential", "domain.domain_ratio=0.5"])
+    m = json.loads((project / "metrics" / "domain.json").read_text())
+    assert m["mode"] == "joint" and m["general_share"] == 0.25
+    assert m["ppl_domain_after"] < m["ppl_domain_before"]
