@@ -16,8 +16,8 @@ from pydantic import Field
 from core import runtime, tracking
 from core.config import StageConfig
 from core.errors import ConfigError
-from core.io import atomic_dir, read_texts, write_json
-from core.lm import bytes_per_token, load_causal_lm, load_tokenizer, mean_nll, pack
+from core.io import atomic_dir, read_jsonl, read_texts, write_json
+from core.lm import bytes_per_token, conversation_text, load_causal_lm, load_tokenizer, mean_nll, pack
 from core.tokens import TOKENS, Blocks, Sampler
 from core.train_loop import TrainSettings, clear_checkpoints, train
 
@@ -71,6 +71,8 @@ class Config(StageConfig):
     trust_remote_code: bool = False
     seq_len: int = Field(128, gt=1)
     val_blocks: int = Field(512, gt=0, description="held-out blocks used for validation")
+    instruction_mix: float = Field(0.0, ge=0, lt=1, description=(
+        "share of each batch drawn from the instruction conversations (chat template): multitask pretraining"))
     model: ModelConfig = ModelConfig()
     train: TrainSettings
 
@@ -137,10 +139,17 @@ def run(cfg: Config) -> dict:
         train_blocks = train_source if train_source is not None else \
             pack(tokenizer, read_texts(CLEAN / "general" / "train"), cfg.seq_len)
         settings = cfg.train.model_copy(update={"lr": learning_rate(cfg, model)})
-        sampler = Sampler(len(train_blocks), settings.batch_size, cfg.seed)
+        n_mix = round(settings.batch_size * cfg.instruction_mix)
+        sampler = Sampler(len(train_blocks), settings.batch_size - n_mix, cfg.seed)
+        if n_mix:
+            conversations = [conversation_text(tokenizer, r["messages"][:-1], r["messages"][-1]["content"])
+                             for r in read_jsonl(CLEAN / "instructions.train.jsonl")]
+            mix_blocks = pack(tokenizer, conversations, cfg.seq_len)
+            mix_sampler = Sampler(len(mix_blocks), n_mix, cfg.seed + 2)
 
         def next_batch(step: int) -> torch.Tensor:
-            return train_blocks[sampler.indices(step)]
+            batch = train_blocks[sampler.indices(step)]
+            return torch.cat([batch, mix_blocks[mix_sampler.indices(step)]]) if n_mix else batch
 
         # a checkpoint is resumed only by the same run: same config, tokenizer and data
         fingerprint = json.dumps([cfg.model_dump(), len(tokenizer), len(train_blocks), int(train_blocks[0].sum())])
@@ -148,6 +157,7 @@ def run(cfg: Config) -> dict:
                         fingerprint, {"general": val_bpt})
         last = {k: v for r in history for k, v in r.items()}  # the latest value of every key
         metrics.update(train_tokens=settings.steps * settings.batch_size * cfg.seq_len, lr=settings.lr,
+                       instruction_share=n_mix / settings.batch_size,
                        train_blocks=len(train_blocks), final_train_loss=last["loss"],
                        tokens_per_s=last["tokens_per_s"], mfu=last["mfu"])
         val_loss = last["val_general_loss"]

@@ -134,3 +134,15 @@ def test_joint_mixture_runs_and_reports_its_share(project):
     m = json.loads((project / "metrics" / "domain.json").read_text())
     assert m["mode"] == "joint" and m["general_share"] == 0.25
     assert m["ppl_domain_after"] < m["ppl_domain_before"]
+
+
+def test_multitask_pretraining_mixes_instruction_conversations(project):
+    apply_overrides(project / "params.yaml", ["pretrain.instruction_mix=0.5", "pretrain.train.steps=6",
+                                              "pretrain.train.checkpoint_every=0"])
+    try:
+        run_stage(project, "pretrain")
+    finally:
+        apply_overrides(project / "params.yaml", ["pretrain.instruction_mix=0.0", "pretrain.train.steps=40",
+                                                  "pretrain.train.checkpoint_every=5"])
+    m = json.loads((project / "metrics" / "pretrain.json").read_text())
+    assert m["instruction_share"] == 0.5 and m["val_ppl"] > 1
