@@ -163,8 +163,8 @@ def bytes_per_token(tokenizer, texts: Sequence[str]) -> float:
 
 
 @torch.no_grad()
-def mean_nll(model, blocks: torch.Tensor, batch_size: int = 16) -> float:
-    """Mean next-token negative log-likelihood (nats) over packed blocks."""
+def nll_sum(model, blocks: torch.Tensor, batch_size: int = 16) -> tuple[float, int]:
+    """Summed next-token negative log-likelihood (nats) over packed blocks, and the number of tokens scored."""
     model.eval()
     total, count = 0.0, 0
     for i in range(0, len(blocks), batch_size):
@@ -173,6 +173,12 @@ def mean_nll(model, blocks: torch.Tensor, batch_size: int = 16) -> float:
         nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1), reduction="sum")
         total += nll.item()
         count += x[:, 1:].numel()
+    return total, count
+
+
+def mean_nll(model, blocks: torch.Tensor, batch_size: int = 16) -> float:
+    """Mean next-token negative log-likelihood (nats) over packed blocks."""
+    total, count = nll_sum(model, blocks, batch_size)
     return total / max(count, 1)
 
 

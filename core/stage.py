@@ -9,7 +9,7 @@ from typing import Callable
 
 from pydantic import BaseModel
 
-from core import tracking
+from core import distributed, tracking
 from core.config import load_section
 from core.errors import LifecycleError
 
@@ -19,6 +19,16 @@ def stage_main(name: str, config_model: type[BaseModel], run: Callable[[BaseMode
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         config = load_section(name, config_model)
+        processes = distributed.requested_processes(config)
+        if processes > 1 and not distributed.launched():
+            print(f"[{name}] launching {processes} processes with accelerate", flush=True)
+            code = distributed.launch(name, processes)
+            if code:
+                print(f"error: [{name}] a rank failed (exit {code}); see its message above", file=sys.stderr)
+            sys.exit(code)
+        if not distributed.is_main():  # rank 0 alone opens the MLflow run and logs
+            run(config)
+            return
         with tracking.stage_run(name, config.model_dump(mode="json")):
             start = time.perf_counter()
             metrics = run(config)

@@ -5,7 +5,10 @@ gradient accumulation and clipping; bf16 autocast where the device supports it; 
 periodic validation (loss and bits per byte) and checkpoints that hold everything a run needs to continue
 exactly where it stopped: model (safetensors), optimizer, scheduler, the global RNG,
 the history so far. A rerun after a kill resumes from the last checkpoint and gives the same curve.
-Throughput is logged as tokens/s and MFU (model FLOPs per second over the device's peak).
+Throughput is logged as tokens/s and MFU (model FLOPs per second over the devices' peak).
+With `processes > 1` (see core.distributed) each rank trains on its slice of the same global batch under DDP or
+FSDP2, so the curve matches a single-process run; checkpoints hold the full (unsharded) state, so a run can
+resume on a different number of processes.
 """
 from __future__ import annotations
 
@@ -19,12 +22,15 @@ import torch
 from pydantic import Field
 from tqdm import tqdm
 
-from core import tracking
+from core import distributed, tracking
 from core.config import StageConfig
 from core.errors import LifecycleError
-from core.lm import mean_nll
+from core.lm import mean_nll, nll_sum
 
 STATE = "trainer_state.pt"
+CHECKPOINT_FORMAT = 2  # full state dicts from torch.distributed.checkpoint (parameter names as keys)
+# how the run is spread over processes: not part of what a checkpoint must match to be resumed
+LAYOUT = {"processes", "strategy"}
 
 
 class TrainSettings(StageConfig):
@@ -43,6 +49,8 @@ class TrainSettings(StageConfig):
     eval_every: int = Field(50, gt=0)
     log_every: int = Field(10, gt=0)
     checkpoint_every: int = Field(0, ge=0, description="0: no mid-run checkpoints (no resume)")
+    processes: int = Field(1, ge=1, description="ranks under `accelerate launch` (GPUs, or CPU processes)")
+    strategy: distributed.Strategy = Field("ddp", description="with processes > 1: ddp, or fsdp (FSDP2 sharding)")
 
 
 def lr_lambda(settings: TrainSettings) -> Callable[[int], float]:
@@ -69,7 +77,8 @@ def optimizer_for(model: torch.nn.Module, settings: TrainSettings) -> torch.opti
         if p.requires_grad:
             (decay if p.dim() >= 2 and "embed" not in name else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=settings.lr, betas=(0.9, 0.95), eps=1e-8)
+    # the fused kernel: one pass over all parameters (3.5x faster step than the default on this CPU)
+    return torch.optim.AdamW(groups, lr=settings.lr, betas=(0.9, 0.95), eps=1e-8, fused=True)
 
 
 def use_bf16(settings: TrainSettings, device: torch.device) -> bool:
@@ -104,24 +113,30 @@ def device_peak_flops(device: torch.device, bf16: bool) -> float:
                 return peak if bf16 else peak / 2  # TF32 tensor cores run at half the bf16 rate
     threads = torch.get_num_threads()
     if threads not in _CPU_PEAK:  # the best large-matmul rate this process gets, as the CPU's practical peak
-        a = torch.randn(1024, 1024)
+        n = 512  # already at the plateau here (1024 gives the same rate in 8x the time)
+        a = torch.randn(n, n)
         torch.mm(a, a)
         best = 0.0
         for _ in range(5):
             t = time.perf_counter()
             torch.mm(a, a)
-            best = max(best, 2 * 1024 ** 3 / (time.perf_counter() - t))
+            best = max(best, 2 * n ** 3 / (time.perf_counter() - t))
         _CPU_PEAK[threads] = best
     return _CPU_PEAK[threads]
 
 
 # --------------------------------------------------------------------------- checkpoints
 def save_checkpoint(directory: Path, model, opt, sched, state: dict) -> None:
+    """All ranks call this (FSDP gathers the shards); rank 0 writes."""
     from core.io import atomic_dir
 
-    with atomic_dir(directory / "last") as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), **state}, tmp / STATE)
+    weights = distributed.full_state_dict(model)
+    optimizer = distributed.full_optimizer_state(model, opt)
+    if distributed.is_main():
+        with atomic_dir(directory / "last") as tmp:
+            model.save_pretrained(tmp, state_dict=weights, safe_serialization=True)
+            torch.save({"optimizer": optimizer, "scheduler": sched.state_dict(), **state}, tmp / STATE)
+    distributed.barrier()
 
 
 def load_checkpoint(directory: Path, fingerprint: str) -> tuple[dict, dict] | None:
@@ -137,25 +152,39 @@ def load_checkpoint(directory: Path, fingerprint: str) -> tuple[dict, dict] | No
     except Exception as exc:  # a damaged checkpoint must not stop a fresh start
         print(f"warning: ignoring unreadable checkpoint {last}: {exc}", flush=True)
         return None
-    if state.get("fingerprint") != fingerprint:
+    if state.get("fingerprint") != fingerprint or state.get("format") != CHECKPOINT_FORMAT:
         print(f"note: {last} belongs to a different configuration or data; starting from scratch", flush=True)
         return None
     return weights, state
+
+
+def validation_nll(model, blocks: torch.Tensor, strategy: str) -> float:
+    """Mean NLL over the validation blocks; DDP ranks score a share each. FSDP ranks must all run the same
+    forward passes, so each scores the whole set."""
+    if distributed.world_size() == 1 or strategy == "fsdp":
+        return mean_nll(model, blocks)
+    total, count = nll_sum(model, blocks[distributed.rank()::distributed.world_size()])
+    total, count = distributed.all_sum([total, count], model.device)
+    return total / count
 
 
 # --------------------------------------------------------------------------- the loop
 def train(model, next_batch: Callable[[int], torch.Tensor], val_blocks: dict[str, torch.Tensor],
           settings: TrainSettings, seed: int, checkpoint_dir: Path | None = None, desc: str = "train",
           fingerprint: str = "", val_bytes_per_token: dict[str, float] | None = None) -> list[dict]:
-    """Train in place on `next_batch(step)`, a pure function of the step (so a resume replays the same data);
-    return the history rows ({step, loss, lr, grad_norm, tokens_per_s, mfu, val_<name>_loss,
-    val_<name>_bpb ...}). With `checkpoint_dir`, resumes from a checkpoint of the same `fingerprint`."""
+    """Train in place on `next_batch(step)`, the global batch as a pure function of the step (so a resume
+    replays the same data); return the history rows ({step, loss, lr, grad_norm, tokens_per_s, mfu,
+    val_<name>_loss, val_<name>_bpb ...}). With `checkpoint_dir`, resumes from a checkpoint of the same
+    `fingerprint`. Under several processes every rank calls this; `model` is trained in place (sharded in
+    place under FSDP: save it through `distributed.full_state_dict`)."""
+    world = distributed.world_size()
     if settings.lr is None:
         raise LifecycleError(f"{desc}: train.lr is not set")
-    if settings.batch_size % settings.grad_accum:
+    if settings.batch_size % (settings.grad_accum * world):
         raise LifecycleError(f"{desc}: batch_size {settings.batch_size} is not divisible by grad_accum "
-                             f"{settings.grad_accum}")
-    opt = optimizer_for(model, settings)
+                             f"{settings.grad_accum} x processes {world}")
+    wrapped = distributed.wrap(model, settings.strategy)
+    opt = optimizer_for(model, settings)  # after wrapping: FSDP2 replaces the parameters
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(settings))
     history: list[dict] = []
     start_step, running = 0, 0.0
@@ -163,29 +192,30 @@ def train(model, next_batch: Callable[[int], torch.Tensor], val_blocks: dict[str
     resumed = load_checkpoint(checkpoint_dir, fingerprint) if checkpoint_dir and settings.checkpoint_every else None
     if resumed:
         weights, state = resumed
-        result = model.load_state_dict(weights, strict=False)  # a tied lm_head is stored once, as the embedding
+        result = distributed.load_full_state(model, opt, weights, state["optimizer"])
         missing = [k for k in result.missing_keys if not (k.startswith("lm_head") and model.config.tie_word_embeddings)]
         if missing or result.unexpected_keys:
             raise LifecycleError(f"{checkpoint_dir / 'last'}: checkpoint does not fit the model "
                                  f"(missing {missing[:3]}, unexpected {result.unexpected_keys[:3]})")
-        opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
         history, start_step, running = list(state["history"]), int(state["step"]), float(state["running"])
-        print(f"{desc}: resumed from {checkpoint_dir / 'last'} at step {start_step}", flush=True)
+        if distributed.is_main():
+            print(f"{desc}: resumed from {checkpoint_dir / 'last'} at step {start_step}", flush=True)
 
     bf16 = use_bf16(settings, model.device)
-    step_model = torch.compile(model) if settings.compile else model
+    step_model = torch.compile(wrapped) if settings.compile else wrapped
     seq_len = next(iter(val_blocks.values())).shape[1] if val_blocks else 0
-    flops = flops_per_token(model, seq_len)
-    peak = device_peak_flops(model.device, bf16)
-    micro = settings.batch_size // settings.grad_accum
+    flops = flops_per_token(model, seq_len)  # FSDP2's DTensor parameters report their full size
+    peak = device_peak_flops(model.device, bf16) * world
+    per_rank = settings.batch_size // world
+    micro = per_rank // settings.grad_accum
 
     def validate(step: int) -> dict:
         row = {"step": step}
         with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=bf16):
             for name, blocks in val_blocks.items():
-                row[f"val_{name}_loss"] = mean_nll(model, blocks)
+                row[f"val_{name}_loss"] = validation_nll(model, blocks, settings.strategy)
                 if val_bytes_per_token and name in val_bytes_per_token:
                     row[f"val_{name}_bpb"] = row[f"val_{name}_loss"] / math.log(2) / val_bytes_per_token[name]
         model.train()
@@ -193,24 +223,30 @@ def train(model, next_batch: Callable[[int], torch.Tensor], val_blocks: dict[str
 
     model.train()
     bar = tqdm(range(start_step, settings.steps), desc=desc, mininterval=2.0, initial=start_step,
-               total=settings.steps)
+               total=settings.steps, disable=not distributed.is_main())
     window_tokens, window_start = 0, time.perf_counter()
     for step in bar:
-        x = next_batch(step).to(model.device)
-        loss_sum = 0.0
-        for chunk in x.split(micro):
-            with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=bf16):
-                loss = step_model(input_ids=chunk, labels=chunk).loss
-            if not torch.isfinite(loss):
-                raise LifecycleError(f"{desc}: loss is {loss.item()} at step {step}; lower the learning rate")
-            (loss / settings.grad_accum).backward()
-            loss_sum += loss.item()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip).item()
+        x = next_batch(step)  # the global batch; this rank trains on its slice
+        if world > 1:
+            x = x[distributed.rank() * per_rank:(distributed.rank() + 1) * per_rank]
+        x = x.to(model.device)
+        loss_sum = torch.zeros((), device=model.device)
+        chunks = x.split(micro)
+        for i, chunk in enumerate(chunks):
+            with distributed.grad_sync(wrapped, i == len(chunks) - 1):
+                with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=bf16):
+                    loss = step_model(input_ids=chunk, labels=chunk).loss
+                (loss / settings.grad_accum).backward()
+            loss_sum += loss.detach()
+        step_loss = distributed.all_mean(loss_sum).item() / settings.grad_accum
+        if not math.isfinite(step_loss):
+            raise LifecycleError(f"{desc}: loss is {step_loss} at step {step}; lower the learning rate")
+        grad_norm = distributed.local_value(torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip))
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        window_tokens += x.numel()
-        running += loss_sum / settings.grad_accum
+        window_tokens += x.numel() * world
+        running += step_loss
         done = step + 1
         if done % settings.log_every == 0 or done == settings.steps:
             n = done % settings.log_every or settings.log_every
@@ -231,12 +267,26 @@ def train(model, next_batch: Callable[[int], torch.Tensor], val_blocks: dict[str
                 and done < settings.steps:
             save_checkpoint(checkpoint_dir, model, opt, sched, {
                 "step": done, "running": running, "torch_rng": torch.get_rng_state(),
-                "history": history, "fingerprint": fingerprint})
+                "history": history, "fingerprint": fingerprint, "format": CHECKPOINT_FORMAT})
         if done % settings.log_every == 0:
             window_start = time.perf_counter()  # checkpoint and validation time stay out of tokens/s
     return history
 
 
+def save_model(model, tokenizer, out_dir: Path) -> None:
+    """Write the trained model (HF format, safetensors) and its tokenizer atomically; every rank calls this,
+    rank 0 writes."""
+    from core.io import atomic_dir
+
+    weights = distributed.full_state_dict(model)
+    if distributed.is_main():
+        with atomic_dir(out_dir) as tmp:
+            model.save_pretrained(tmp, state_dict=weights, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+    distributed.barrier()
+
+
 def clear_checkpoints(checkpoint_dir: Path) -> None:
     """After the stage's outputs are written, a finished run has nothing left to resume."""
-    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    if distributed.is_main():
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)

@@ -14,12 +14,12 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from core import runtime, tracking
+from core import distributed, runtime, tracking
 from core.config import StageConfig
-from core.io import atomic_dir, read_texts, write_json
+from core.io import read_texts, write_json
 from core.lm import bytes_per_token, load_causal_lm, load_tokenizer, mean_nll, pack
 from core.tokens import TOKENS, Blocks, Sampler
-from core.train_loop import TrainSettings, clear_checkpoints, train
+from core.train_loop import LAYOUT, TrainSettings, clear_checkpoints, save_model, train
 
 CLEAN = Path("data/clean")
 BASE = Path("artifacts/pretrain")
@@ -74,17 +74,17 @@ def run(cfg: Config) -> dict:
             parts.append(general_train[general_sampler.indices(step)])
         return torch.cat(parts)
 
-    fingerprint = json.dumps([cfg.model_dump(), len(tokenizer), len(domain_train), len(general_train),
-                              int(domain_train[0].sum()), before])
+    fingerprint = json.dumps([cfg.model_dump(exclude={"train": LAYOUT}), len(tokenizer), len(domain_train),
+                              len(general_train), int(domain_train[0].sum()), before])
     bpt = {name: bytes_per_token(tokenizer, read_texts(CLEAN / name / "heldout")) for name in val}
     history = train(model, next_batch, val, cfg.train, cfg.seed, CHECKPOINTS, f"domain ({cfg.mode})", fingerprint,
                     bpt)
     after = {name: mean_nll(model, b) for name, b in val.items()}
-    with atomic_dir(OUT_DIR) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
+    save_model(model, tokenizer, OUT_DIR)
+    if not distributed.is_main():  # rank 0 writes the metrics and plots
+        return {}
     metrics = {
-        "mode": cfg.mode, "general_share": n_general / cfg.train.batch_size,
+        "mode": cfg.mode, "processes": distributed.world_size(), "general_share": n_general / cfg.train.batch_size,
         "ppl_domain_before": math.exp(before["domain"]), "ppl_domain_after": math.exp(after["domain"]),
         "ppl_general_before": math.exp(before["general"]), "ppl_general_after": math.exp(after["general"]),
         # forgetting: relative rise of held-out general perplexity caused by this stage

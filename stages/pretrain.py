@@ -13,13 +13,13 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from core import runtime, tracking
+from core import distributed, runtime, tracking
 from core.config import StageConfig
 from core.errors import ConfigError
-from core.io import atomic_dir, read_jsonl, read_texts, write_json
+from core.io import read_jsonl, read_texts, write_json
 from core.lm import bytes_per_token, conversation_text, load_causal_lm, load_tokenizer, mean_nll, pack
 from core.tokens import TOKENS, Blocks, Sampler
-from core.train_loop import TrainSettings, clear_checkpoints, train
+from core.train_loop import LAYOUT, TrainSettings, clear_checkpoints, save_model, train
 
 CLEAN = Path("data/clean")
 TOKENIZER = Path("artifacts/tokenizer")
@@ -133,7 +133,8 @@ def run(cfg: Config) -> dict:
         train_source = Blocks(TOKENS, "general.train", cfg.seq_len)
     val_bpt = bytes_per_token(tokenizer, val_texts)
     n_params = sum(p.numel() for p in model.parameters())
-    metrics: dict = {"params": n_params, "init_from": cfg.init_from or "", "train_tokens": 0}
+    metrics: dict = {"params": n_params, "init_from": cfg.init_from or "", "train_tokens": 0,
+                     "processes": distributed.world_size()}
     history: list[dict] = []
     if not cfg.init_from or cfg.continue_pretraining:
         train_blocks = train_source if train_source is not None else \
@@ -152,7 +153,8 @@ def run(cfg: Config) -> dict:
             return torch.cat([batch, mix_blocks[mix_sampler.indices(step)]]) if n_mix else batch
 
         # a checkpoint is resumed only by the same run: same config, tokenizer and data
-        fingerprint = json.dumps([cfg.model_dump(), len(tokenizer), len(train_blocks), int(train_blocks[0].sum())])
+        fingerprint = json.dumps([cfg.model_dump(exclude={"train": LAYOUT}), len(tokenizer), len(train_blocks),
+                                  int(train_blocks[0].sum())])
         history = train(model, next_batch, {"general": val_blocks}, settings, cfg.seed, CHECKPOINTS, "pretrain",
                         fingerprint, {"general": val_bpt})
         last = {k: v for r in history for k, v in r.items()}  # the latest value of every key
@@ -163,9 +165,9 @@ def run(cfg: Config) -> dict:
         val_loss = last["val_general_loss"]
     else:
         val_loss = mean_nll(model, val_blocks)
-    with atomic_dir(OUT_DIR) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
+    save_model(model, tokenizer, OUT_DIR)
+    if not distributed.is_main():  # rank 0 writes the metrics and plots
+        return {}
     metrics.update(val_loss=val_loss, val_ppl=math.exp(val_loss), val_bpb=val_loss / math.log(2) / val_bpt)
     tracking.save_curves(history, "pretrain", PLOT_PNG, ["loss", "val_general_loss", "lr"], PLOT_DATA)
     write_json(METRICS, metrics)

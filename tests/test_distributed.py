@@ -1,0 +1,165 @@
+"""Several processes under `accelerate launch` (CPU ranks over gloo): DDP and FSDP2 follow the single-process
+curve, rank 0 alone logs into the pipeline's MLflow run, and a killed multi-process run leaves no orphan
+rank and resumes (here on one process) on the uninterrupted curve."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from core.config import apply_overrides
+from tests.micro import MICRO, make_project
+
+RUN = ["pretrain.train.steps=12", "pretrain.train.log_every=2", "pretrain.train.eval_every=6",
+       "pretrain.train.checkpoint_every=4", "pretrain.train.warmup_steps=2", "pretrain.train.grad_accum=2",
+       "pretrain.val_blocks=6"]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = make_project(tmp_path_factory.mktemp("distributed"))
+    apply_overrides(root / "params.yaml", MICRO + RUN)
+    for stage in ("clean", "tokenizer"):
+        assert stage_proc(root, stage).wait() == 0
+    return root
+
+
+def env(root, **extra):
+    return {**os.environ, "PYTHONPATH": str(root), "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'm.db'}",
+            "LIFECYCLE_THREADS": "1", **extra}
+
+
+def stage_proc(root, stage, **extra):
+    return subprocess.Popen([sys.executable, "-m", f"stages.{stage}"], cwd=root, env=env(root, **extra),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def run_pretrain(root, processes, strategy="ddp", **extra):
+    apply_overrides(root / "params.yaml", [f"pretrain.train.processes={processes}",
+                                           f"pretrain.train.strategy={strategy}"])
+    proc = stage_proc(root, "pretrain", **extra)
+    out, err = proc.communicate()
+    assert proc.returncode == 0, err[-3000:]
+    return out, err
+
+
+def curve(root):
+    rows = json.loads((root / "plots" / "pretrain.json").read_text())
+    return [(r["step"], r["loss"], r["grad_norm"], r["lr"]) for r in rows]
+
+
+def metrics(root):
+    return json.loads((root / "metrics" / "pretrain.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def single(project):
+    run_pretrain(project, 1)
+    return curve(project), metrics(project)
+
+
+def close(a, b, rel=2e-4):
+    return all(x == pytest.approx(y, rel=rel) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_processes_follow_the_single_process_curve(project, single, strategy):
+    expected_curve, expected = single
+    run_pretrain(project, 2, strategy)
+    got = curve(project)
+    assert [r[0] for r in got] == [r[0] for r in expected_curve]
+    for row, ref in zip(got, expected_curve):
+        assert close(row[1:], ref[1:]), (row, ref)
+    m = metrics(project)
+    assert m["processes"] == 2 and m["train_tokens"] == expected["train_tokens"]
+    assert m["val_loss"] == pytest.approx(expected["val_loss"], rel=2e-4)
+    assert 0 < m["mfu"]
+    assert not (project / "checkpoints" / "pretrain").exists()
+
+
+def test_rank_zero_alone_logs_into_the_pipeline_run(project):
+    import mlflow
+
+    from core import tracking
+
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'm.db'}")
+    exp = tracking.setup(project)
+    with mlflow.start_run(experiment_id=exp, run_name="pipeline") as parent:
+        pass
+    run_pretrain(project, 2, **{tracking.PARENT_ENV: parent.info.run_id})
+    runs = mlflow.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert len(runs) == 1 and runs.iloc[0]["tags.stage"] == "pretrain"
+    assert runs.iloc[0]["status"] == "FINISHED" and runs.iloc[0]["metrics.processes"] == 2
+    history = mlflow.tracking.MlflowClient().get_metric_history(runs.iloc[0]["run_id"], "loss")
+    assert [h.step for h in history] == [2, 4, 6, 8, 10, 12]  # one value a step: no rank logged twice
+
+
+def ranks_in(root):
+    import psutil
+
+    found = []
+    for p in psutil.process_iter(["cwd", "cmdline"]):
+        try:
+            if p.info["cwd"] == str(root) and "stages.pretrain" in " ".join(p.info["cmdline"] or []):
+                found.append(p.pid)
+        except psutil.Error:
+            pass
+    return found
+
+
+def test_killed_multi_process_run_stops_every_rank_and_resumes(project, single):
+    import torch
+
+    apply_overrides(project / "params.yaml", ["pretrain.train.processes=2", "pretrain.train.strategy=ddp"])
+    state = project / "checkpoints" / "pretrain" / "last" / "trainer_state.pt"
+    proc = stage_proc(project, "pretrain")
+    killed_at = None
+    while proc.poll() is None and killed_at is None:
+        if state.exists():
+            try:
+                killed_at = torch.load(state, weights_only=True)["step"]
+            except Exception:  # caught mid-rename: look again
+                continue
+            proc.send_signal(signal.SIGKILL)  # the stage's own process only, as a crash would
+            proc.wait()
+        time.sleep(0.002)
+    assert killed_at is not None, "pretrain finished before it could be killed"
+    deadline = time.time() + 20
+    while ranks_in(project) and time.time() < deadline:
+        time.sleep(0.1)
+    assert ranks_in(project) == []  # the launcher and both ranks went down with it
+
+    out, _ = run_pretrain(project, 1)  # a full-state checkpoint resumes on any number of processes
+    assert f"resumed from checkpoints/pretrain/last at step {killed_at}" in out
+    for row, ref in zip(curve(project), single[0]):
+        assert close(row[1:], ref[1:]), (row, ref)
+
+
+def test_domain_on_two_processes_matches_one(project, single):
+    apply_overrides(project / "params.yaml", ["pretrain.train.processes=1"])
+    results = []
+    for processes in (1, 2):
+        apply_overrides(project / "params.yaml", [f"domain.train.processes={processes}"])
+        proc = stage_proc(project, "domain")
+        _, err = proc.communicate()
+        assert proc.returncode == 0, err[-3000:]
+        results.append(json.loads((project / "metrics" / "domain.json").read_text()))
+    apply_overrides(project / "params.yaml", ["domain.train.processes=1"])
+    assert results[1]["processes"] == 2
+    for key in ("ppl_domain_after", "ppl_general_after", "forgetting"):
+        assert results[1][key] == pytest.approx(results[0][key], rel=2e-4)
+
+
+def test_a_failing_rank_fails_the_stage_with_its_message(project):
+    apply_overrides(project / "params.yaml", ["pretrain.train.processes=3"])  # 4 sequences over 3 ranks
+    try:
+        proc = stage_proc(project, "pretrain")
+        _, err = proc.communicate()
+    finally:
+        apply_overrides(project / "params.yaml", ["pretrain.train.processes=1"])
+    assert proc.returncode != 0
+    assert "batch_size 4 is not divisible by grad_accum 2 x processes 3" in err
+    assert "error: [pretrain] a rank failed" in err
