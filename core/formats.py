@@ -136,13 +136,31 @@ def read_corpus(spec: str | Path) -> Iterator[str]:
 
 
 # --------------------------------------------------------------------------- instructions
+class RecordError(InputError):
+    """A malformed record: the stage counts it (with file:line) and goes on, or stops on it when strict."""
+
+    def __init__(self, kind: str, where: str, detail: str):
+        super().__init__(f"{where}: {detail}")
+        self.kind, self.where, self.detail = kind, where, detail
+
+
+def _records(spec: str | Path, parse, on_problem) -> Iterator[dict]:
+    for where, row in iter_rows(spec):
+        try:
+            yield parse(where, row)
+        except RecordError as exc:
+            if on_problem is None:
+                raise
+            on_problem({"kind": exc.kind, "where": exc.where, "detail": exc.detail})
+
+
 def _messages(where: str, value: object) -> list[dict]:
     if not isinstance(value, list) or not value:
-        raise InputError(f"{where}: 'messages' must be a non-empty list")
+        raise RecordError("bad_messages", where, "'messages' must be a non-empty list")
     out = []
     for i, m in enumerate(value):
         if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
-            raise InputError(f"{where}: message {i} needs a role in {ROLES} and string content")
+            raise RecordError("bad_messages", where, f"message {i} needs a role in {ROLES} and string content")
         out.append({"role": m["role"], "content": m["content"]})
     return out
 
@@ -157,38 +175,45 @@ def instruction_record(where: str, row: dict) -> dict:
             user = f"{user}\n\n{str(extra).strip()}"
         messages = [{"role": "user", "content": user}, {"role": "assistant", "content": str(row["output"]).strip()}]
     elif "prompt" in row and "completion" in row:
-        messages = [{"role": "user", "content": str(row["prompt"])}, {"role": "assistant", "content": str(row["completion"])}]
+        prompt, completion = row["prompt"], row["completion"]  # plain strings, or TRL's conversational lists
+        prompt = _messages(where, prompt) if isinstance(prompt, list) else [{"role": "user", "content": str(prompt)}]
+        if isinstance(completion, list):
+            completion = _messages(where, completion)[-1]["content"]
+        messages = prompt + [{"role": "assistant", "content": str(completion)}]
     else:
-        raise InputError(f"{where}: not an instruction record: expected Alpaca 'instruction'/'input'/'output', "
-                         f"chat 'messages' or 'prompt'/'completion' (keys: {sorted(row)})")
+        raise RecordError("missing_field", where, "not an instruction record: expected Alpaca "
+                          "'instruction'/'input'/'output', chat 'messages' or 'prompt'/'completion' "
+                          f"(keys: {sorted(row)})")
     if messages[-1]["role"] != "assistant" or not messages[-1]["content"].strip():
-        raise InputError(f"{where}: the last message must be a non-empty assistant answer")
+        raise RecordError("empty_answer", where, "the last message must be a non-empty assistant answer")
     if not any(m["role"] == "user" and m["content"].strip() for m in messages[:-1]):
-        raise InputError(f"{where}: no user message before the answer")
+        raise RecordError("missing_prompt", where, "no user message before the answer")
     return {"messages": messages}
 
 
-def read_instructions(spec: str | Path) -> Iterator[dict]:
-    for where, row in iter_rows(spec):
-        yield instruction_record(where, row)
+def read_instructions(spec: str | Path, on_problem=None) -> Iterator[dict]:
+    """Canonical {"messages": [...]} records; a malformed row raises RecordError, or with `on_problem` is
+    passed to it as {kind, where, detail} and skipped."""
+    return _records(spec, instruction_record, on_problem)
 
 
 # --------------------------------------------------------------------------- preferences
 def parse_hh(where: str, text: str) -> list[dict]:
     """'\\n\\nHuman: hi\\n\\nAssistant: hello' -> chat messages."""
     if not isinstance(text, str):
-        raise InputError(f"{where}: conversation must be a string")
+        raise RecordError("bad_conversation", where, "conversation must be a string")
     parts = HH_TURN.split(text if text.startswith("\n\n") else "\n\n" + text)
     if parts[0].strip() or len(parts) < 3:
-        raise InputError(f"{where}: not a '\\n\\nHuman: ... \\n\\nAssistant: ...' conversation")
+        raise RecordError("bad_conversation", where, "not a '\\n\\nHuman: ... \\n\\nAssistant: ...' conversation")
     roles = {"Human": "user", "Assistant": "assistant"}
     return [{"role": roles[parts[i]], "content": parts[i + 1].strip()} for i in range(1, len(parts), 2)]
 
 
 def preference_record(where: str, row: dict) -> dict:
     if not ("chosen" in row and "rejected" in row):
-        raise InputError(f"{where}: not a preference record: expected 'prompt'/'chosen'/'rejected' or "
-                         f"whole 'chosen'/'rejected' conversations (keys: {sorted(row)})")
+        raise RecordError("missing_field", where, "not a preference record: expected "
+                          "'prompt'/'chosen'/'rejected' or whole 'chosen'/'rejected' conversations "
+                          f"(keys: {sorted(row)})")
     chosen, rejected = row["chosen"], row["rejected"]
     if "prompt" in row:
         prompt = row["prompt"]
@@ -201,26 +226,27 @@ def preference_record(where: str, row: dict) -> dict:
             if isinstance(value, list):  # conversational: [{"role": "assistant", "content": ...}]
                 value = _messages(where, value)[-1]["content"]
             if not isinstance(value, str):
-                raise InputError(f"{where}: '{name}' must be a string or a list of messages")
+                raise RecordError("bad_answer", where, f"'{name}' must be a string or a list of messages")
             return value.strip()
 
         chosen, rejected = answer(chosen, "chosen"), answer(rejected, "rejected")
     else:  # whole conversations that share everything but the final answer
         c, r = parse_hh(where, chosen), parse_hh(where, rejected)
         if c[-1]["role"] != "assistant" or r[-1]["role"] != "assistant":
-            raise InputError(f"{where}: conversations must end with an Assistant turn")
+            raise RecordError("bad_conversation", where, "conversations must end with an Assistant turn")
         if c[:-1] != r[:-1]:
-            raise InputError(f"{where}: chosen and rejected conversations differ before the final answer")
+            raise RecordError("bad_conversation", where,
+                              "chosen and rejected conversations differ before the final answer")
         prompt, chosen, rejected = c[:-1], c[-1]["content"], r[-1]["content"]
     if not chosen or not rejected:
-        raise InputError(f"{where}: empty chosen or rejected answer")
+        raise RecordError("empty_answer", where, "empty chosen or rejected answer")
     if chosen == rejected:
-        raise InputError(f"{where}: chosen and rejected answers are identical")
+        raise RecordError("identical_answers", where, "chosen and rejected answers are identical")
     if not prompt or prompt[-1]["role"] != "user":
-        raise InputError(f"{where}: the prompt must end with a user turn")
+        raise RecordError("missing_prompt", where, "the prompt must end with a user turn")
     return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
 
 
-def read_preferences(spec: str | Path) -> Iterator[dict]:
-    for where, row in iter_rows(spec):
-        yield preference_record(where, row)
+def read_preferences(spec: str | Path, on_problem=None) -> Iterator[dict]:
+    """Canonical {"prompt": [...], "chosen": str, "rejected": str} records; malformed rows as read_instructions."""
+    return _records(spec, preference_record, on_problem)

@@ -693,7 +693,9 @@ def record_text(rec: dict) -> str:
     return "\n".join(m["content"] for m in msgs if m["role"] != "assistant")
 
 
-def clean_records(cfg: Config, metrics: dict) -> dict[str, dict[str, list]]:
+def clean_records(cfg: Config, metrics: dict, problems: list[dict]) -> dict[str, dict[str, list]]:
+    """Instructions and preferences: canonical records, normalised, deduplicated, split; malformed rows are
+    appended to `problems` (strict: an error)."""
     def dedup_records(name: str, records, key_of) -> list[dict]:
         out, seen, dups, n = [], set(), 0, 0
         for rec in records:
@@ -710,11 +712,20 @@ def clean_records(cfg: Config, metrics: dict) -> dict[str, dict[str, list]]:
     def normalize_messages(msgs: list[dict]) -> list[dict]:
         return [{"role": m["role"], "content": normalize(m["content"])} for m in msgs]
 
-    instructions = [{"messages": normalize_messages(r["messages"])} for r in read_instructions(cfg.data.instructions)]
+    found: dict[str, list[dict]] = {"instructions": [], "preferences": []}
+
+    def reader(name: str, read):  # strict: the first malformed row stops the stage, naming file:line
+        return read(getattr(cfg.data, name), None if cfg.strict else found[name].append)
+
+    instructions = [{"messages": normalize_messages(r["messages"])} for r in reader("instructions", read_instructions)]
     instructions = dedup_records("instructions", instructions, lambda r: str(r["messages"]))
     preferences = [{"prompt": normalize_messages(r["prompt"]), "chosen": normalize(r["chosen"]),
-                    "rejected": normalize(r["rejected"])} for r in read_preferences(cfg.data.preferences)]
+                    "rejected": normalize(r["rejected"])} for r in reader("preferences", read_preferences)]
     preferences = dedup_records("preferences", preferences, lambda r: str(r["prompt"]) + r["chosen"] + r["rejected"])
+    for name, rows in found.items():
+        metrics[name]["docs_in"] += len(rows)
+        metrics[name]["input_problems"] = dict(sorted(Counter(p["kind"] for p in rows).items()))
+        problems.extend(rows)
     splits: dict[str, dict[str, list]] = {}
     for name, records, msgs in (("instructions", instructions, lambda r: r["messages"]),
                                 ("preferences", preferences, lambda r: r["prompt"])):
@@ -767,9 +778,10 @@ def run(cfg: Config) -> dict:
         for name in CORPORA:
             metrics[name], tasks[name] = clean_corpus(name, getattr(cfg.data, name), cfg.for_corpus(name), work,
                                                       runner)
-        splits = clean_records(cfg, metrics)
+        problems: list[dict] = []
+        splits = clean_records(cfg, metrics, problems)
         ngrams = eval_ngrams(cfg, work, splits) if cfg.decontamination.enabled else None
-        samples, problems = [], []
+        samples = []
         for name in CORPORA:
             stats = metrics[name].pop("stats")
             fraction = metrics[name].pop("heldout_fraction")

@@ -162,6 +162,11 @@ def cleaned(tmp_path_factory):
     os.replace(files["general"], root / "general" / "a.jsonl")
     (root / "general" / "b.jsonl").write_bytes(b'{"text": "bad \xff"}\n{"no_text": 1}\nnot json\n')
     files["general"] = root / "general"
+    bad_instructions = [{"instruction": "q", "output": " "}, {"question": "q"}]
+    bad_preferences = [{"prompt": "q", "chosen": "same", "rejected": "same"}, {"prompt": "q", "rejected": "x"}]
+    for name, rows in (("instructions", bad_instructions), ("preferences", bad_preferences)):
+        with open(files[name], "a") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in rows))
     old = os.getcwd()
     os.chdir(root)
     try:
@@ -188,7 +193,16 @@ def test_clean_finds_planted_problems(cleaned):
         assert c["docs_in"] - c["dropped_total"] == c["docs_out"]
     assert m["general"]["input_problems"] == {"invalid_json": 1, "invalid_utf8": 1, "missing_text": 1}
     problems = [json.loads(line) for line in (root / "data/clean/problems.jsonl").read_text().splitlines()]
-    assert {p["where"].rsplit("/", 1)[-1] for p in problems} == {"b.jsonl:1", "b.jsonl:2", "b.jsonl:3"}
+    corpus_problems = {p["where"].rsplit("/", 1)[-1] for p in problems if "b.jsonl" in p["where"]}
+    assert corpus_problems == {"b.jsonl:1", "b.jsonl:2", "b.jsonl:3"}
+    # malformed instruction and preference rows: counted by kind, listed with file:line, the rest kept
+    assert m["instructions"]["input_problems"] == {"empty_answer": 1, "missing_field": 1}
+    assert m["preferences"]["input_problems"] == {"identical_answers": 1, "missing_field": 1}
+    n_instructions = len((root / "sample" / "instructions.jsonl").read_text().splitlines())
+    listed = {(p["kind"], p["where"].rsplit("/", 1)[-1]) for p in problems if "instructions" in p["where"]}
+    assert listed == {("empty_answer", f"instructions.jsonl:{n_instructions - 1}"),
+                      ("missing_field", f"instructions.jsonl:{n_instructions}")}
+    assert m["input_problems"] == len(problems) == 7
     samples = [json.loads(line) for line in (root / "data/clean/dropped_samples.jsonl").read_text().splitlines()]
     assert {"language", "exact_duplicate", "near_duplicate"} <= {s["reason"] for s in samples}
     assert m["docs_in"] == sum(m[k]["docs_in"] for k in ("general", "domain", "instructions", "preferences"))
@@ -232,6 +246,23 @@ def test_no_training_document_shares_an_ngram_with_an_eval_set(cleaned):
                 else:
                     train_paragraphs |= clean.paragraphs(clean.record_text(r))
     assert heldout_keys and train_paragraphs and not heldout_keys & train_paragraphs
+
+
+def test_strict_stops_on_a_malformed_preference_row(tmp_path):
+    files = sample_data.generate(tmp_path / "sample", seed=0, scale=0.02)
+    with open(files["preferences"], "a") as f:
+        f.write(json.dumps({"prompt": "q", "chosen": "same", "rejected": "same"}) + "\n")
+    n = len(files["preferences"].read_text().splitlines())
+    old = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        c = cfg(strict=True, executor={"workers": 1}).model_copy(
+            update={"data": clean.DataConfig(**{k: str(v) for k, v in files.items()})})
+        with pytest.raises(InputError, match=rf"preferences\.jsonl:{n}: chosen and rejected answers are identical"):
+            clean.run(c)
+    finally:
+        os.chdir(old)
+    assert not (tmp_path / "data" / "clean").exists()
 
 
 def test_strict_stops_on_the_first_bad_record(tmp_path):

@@ -110,3 +110,33 @@ def test_preferences_hh_rlhf_conversations(tmp_path):
 def test_preference_errors(tmp_path, row, message):
     with pytest.raises(InputError, match=f"p.jsonl:1: .*{message}"):
         list(read_preferences(write(tmp_path / "p.jsonl", json.dumps(row))))
+
+
+def test_conversational_prompt_completion(tmp_path):
+    row = {"prompt": [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}],
+           "completion": [{"role": "assistant", "content": "a"}]}
+    rec = next(read_instructions(write(tmp_path / "pc.jsonl", json.dumps(row))))
+    assert rec["messages"] == row["prompt"] + row["completion"]
+
+
+def test_malformed_rows_are_reported_with_file_line_and_kind_and_skipped(tmp_path):
+    good_i = {"instruction": "q", "output": "a"}
+    rows_i = [good_i, {"instruction": "q", "output": ""}, {"prompt": "q"}, {"messages": [{"role": "user"}]}, good_i]
+    found = []
+    recs = list(read_instructions(write(tmp_path / "i.jsonl", "\n".join(map(json.dumps, rows_i))), found.append))
+    assert len(recs) == 2
+    assert [(p["kind"], p["where"].rsplit("/", 1)[-1]) for p in found] == [
+        ("empty_answer", "i.jsonl:2"), ("missing_field", "i.jsonl:3"), ("bad_messages", "i.jsonl:4")]
+    rows_p = [{"prompt": "q", "chosen": "a", "rejected": "a"}, {"prompt": "q", "chosen": "a", "rejected": "b"},
+              {"prompt": "q", "chosen": "", "rejected": "b"}, {"chosen": "x", "rejected": "y"}]
+    found = []
+    recs = list(read_preferences(write(tmp_path / "p.jsonl", "\n".join(map(json.dumps, rows_p))), found.append))
+    assert len(recs) == 1
+    assert [(p["kind"], p["where"].rsplit("/", 1)[-1]) for p in found] == [
+        ("identical_answers", "p.jsonl:1"), ("empty_answer", "p.jsonl:3"), ("bad_conversation", "p.jsonl:4")]
+    assert all(p["detail"] for p in found)
+
+
+def test_file_level_errors_are_not_swallowed_by_counting(tmp_path):
+    with pytest.raises(InputError, match="invalid JSON line"):
+        list(read_instructions(write(tmp_path / "bad.jsonl", "{not json"), lambda p: None))
