@@ -44,6 +44,7 @@ class Config(StageConfig):
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     max_length: int = Field(256, gt=8)
     log_every: int = Field(10, gt=0)
+    packing: bool = Field(False, description="pack conversations into max_length rows (TRL BFD packing)")
     lora: LoraSettings = LoraSettings()
 
 
@@ -60,25 +61,31 @@ def check_targets(model, targets: list[str]) -> None:
                           f"(linear layers here: {sorted(n for n in names if n.endswith('proj'))})")
 
 
-def run(cfg: Config) -> dict:
+def build_trainer(cfg: Config, model, tokenizer, records: list[dict], work_dir: Path, callbacks=()):
+    """TRL's SFTTrainer with the LoRA adapter: prompt/completion rows, loss on the completion only."""
     from datasets import Dataset
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
-    runtime.setup(cfg.seed)
-    tokenizer = load_tokenizer(BASE)
-    tokenizer.padding_side = "right"
-    model = load_causal_lm(BASE)
     check_targets(model, cfg.lora.target_modules)
-    train_ds = Dataset.from_list(to_prompt_completion(read_jsonl(CLEAN / "instructions.train.jsonl")))
-    args = SFTConfig(**common_args(WORK, cfg.seed, cfg.steps, cfg.batch_size, cfg.lr, cfg.warmup_ratio, cfg.log_every),
-                     max_length=cfg.max_length, completion_only_loss=True, packing=False)
+    tokenizer.padding_side = "right"
+    args = SFTConfig(**common_args(work_dir, cfg.seed, cfg.steps, cfg.batch_size, cfg.lr, cfg.warmup_ratio,
+                                   cfg.log_every),
+                     max_length=cfg.max_length, completion_only_loss=True, packing=cfg.packing)
     lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                       target_modules=cfg.lora.target_modules, modules_to_save=cfg.lora.modules_to_save or None,
                       ensure_weight_tying=True, task_type="CAUSAL_LM")
+    return SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(to_prompt_completion(records)),
+                      processing_class=tokenizer, peft_config=lora, callbacks=list(callbacks))
+
+
+def run(cfg: Config) -> dict:
+    runtime.setup(cfg.seed)
+    tokenizer = load_tokenizer(BASE)
+    model = load_causal_lm(BASE)
     history = HistoryCallback("sft")
-    trainer = SFTTrainer(model=model, args=args, train_dataset=train_ds, processing_class=tokenizer,
-                         peft_config=lora, callbacks=[history])
+    records = read_jsonl(CLEAN / "instructions.train.jsonl")
+    trainer = build_trainer(cfg, model, tokenizer, records, WORK, [history])
     result = trainer.train()
     peft_model = trainer.model
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
@@ -92,7 +99,7 @@ def run(cfg: Config) -> dict:
     shutil.rmtree(WORK, ignore_errors=True)
     rows = [r for r in history.history if "loss" in r]
     metrics = {"train_loss": result.training_loss, "final_loss": rows[-1]["loss"] if rows else result.training_loss,
-               "trainable_params": trainable, "trainable_share": trainable / total, "train_examples": len(train_ds)}
+               "trainable_params": trainable, "trainable_share": trainable / total, "train_examples": len(records)}
     tracking.save_curves(rows, "sft (LoRA)", PLOT_PNG, ["loss", "learning_rate"], PLOT_DATA)
     write_json(METRICS, metrics)
     return metrics
