@@ -1,8 +1,10 @@
-"""Stage `align`: RLHF from the SFT model, `method: dpo | ppo`.
+"""Stage `align`: RLHF from the SFT model, `method: dpo | ppo | grpo`.
 
-dpo: TRL's DPOTrainer on the preference pairs, reference = the SFT model.
-ppo: the project's PPO trainer (core.ppo): policy and reference from SFT, value model initialised from
-     the reward model, rewards from the `reward` stage's model with a per-token KL penalty.
+dpo:  TRL's DPOTrainer on the preference pairs, reference = the SFT model.
+ppo:  the project's PPO trainer (core.ppo): policy and reference from SFT, value model initialised from
+      the reward model, rewards from the `reward` stage's model with a per-token KL penalty.
+grpo: TRL's GRPOTrainer on the instruction prompts with a verifiable reward (1 when the sampled answer's
+      label matches the reference's, as nanochat does RL on GSM8K), KL to the SFT model.
 """
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ from core import runtime, tracking
 from core.config import StageConfig
 from core.hf_trainers import HistoryCallback, common_args
 from core.io import atomic_dir, read_jsonl, write_json
-from core.lm import load_causal_lm, load_tokenizer, require_dir, reward_scores
+from core.errors import ConfigError
+from core.lm import answer_of, load_causal_lm, load_tokenizer, require_dir, reward_scores
 from core.ppo import PPOSettings, PPOTrainer
 
 CLEAN = Path("data/clean")
@@ -41,11 +44,25 @@ class DPOSettings(StageConfig):
     log_every: int = Field(10, gt=0)
 
 
+class GRPOSettings(StageConfig):
+    steps: int = Field(gt=0)
+    batch_size: int = Field(16, gt=0, description="completions per step (prompts x num_generations)")
+    num_generations: int = Field(4, ge=2, description="samples per prompt: the group a reward is ranked in")
+    lr: float = Field(1e-5, gt=0)
+    beta: float = Field(0.04, ge=0, description="KL coefficient to the SFT model")
+    temperature: float = Field(1.0, gt=0)
+    max_completion_length: int = Field(16, gt=0)
+    loss_type: str = "dapo"
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    log_every: int = Field(10, gt=0)
+
+
 class Config(StageConfig):
     seed: int = 0
-    method: Literal["dpo", "ppo"] = "dpo"
+    method: Literal["dpo", "ppo", "grpo"] = "dpo"
     dpo: DPOSettings
     ppo: PPOSettings
+    grpo: GRPOSettings
 
 
 def run_dpo(cfg: Config, tokenizer) -> tuple[torch.nn.Module, list[dict]]:
@@ -88,12 +105,43 @@ def run_ppo(cfg: Config, tokenizer, dev) -> tuple[torch.nn.Module, list[dict]]:
     return policy, history
 
 
+def verifiable_reward(completions: list, label: list[str], **_) -> list[float]:
+    """1.0 when the completion's checkable answer (answer_of) is the reference's, else 0.0."""
+    texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+    return [float(answer_of(t) == want) for t, want in zip(texts, label)]
+
+
+def run_grpo(cfg: Config, tokenizer) -> tuple[torch.nn.Module, list[dict]]:
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    g = cfg.grpo
+    if g.batch_size % g.num_generations:
+        raise ConfigError(f"align.grpo.batch_size ({g.batch_size}) must be a multiple of num_generations "
+                          f"({g.num_generations})")
+    records = read_jsonl(CLEAN / "instructions.train.jsonl")
+    ds = Dataset.from_list([{"prompt": r["messages"][:-1], "label": answer_of(r["messages"][-1]["content"])}
+                            for r in records])
+    args = GRPOConfig(**common_args(WORK, cfg.seed, g.steps, g.batch_size, g.lr, g.warmup_ratio, g.log_every),
+                      num_generations=g.num_generations, max_completion_length=g.max_completion_length,
+                      beta=g.beta, temperature=g.temperature, loss_type=g.loss_type)
+    tokenizer.padding_side = "left"
+    history = HistoryCallback("align")
+    trainer = GRPOTrainer(model=load_causal_lm(SFT), reward_funcs=verifiable_reward, args=args, train_dataset=ds,
+                          processing_class=tokenizer, callbacks=[history])
+    trainer.train()
+    return trainer.model, [r for r in history.history if "reward" in r]
+
+
 def run(cfg: Config) -> dict:
     dev = runtime.setup(cfg.seed)
     tokenizer = load_tokenizer(SFT)
     if cfg.method == "dpo":
         model, history = run_dpo(cfg, tokenizer)
         keys = ["loss", "rewards/margins", "rewards/accuracies"]
+    elif cfg.method == "grpo":
+        model, history = run_grpo(cfg, tokenizer)
+        keys = ["reward", "kl", "completions/mean_length"]
     else:
         model, history = run_ppo(cfg, tokenizer, dev)
         keys = ["objective/scores", "objective/kl", "objective/rlhf_reward"]

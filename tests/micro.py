@@ -19,6 +19,8 @@ MICRO = [
     "reward.steps=3", "reward.batch_size=4", "reward.log_every=1",
     "align.dpo.steps=2", "align.dpo.batch_size=4", "align.dpo.log_every=1",
     "align.ppo.steps=2", "align.ppo.batch_size=4", "align.ppo.mini_batch_size=2", "align.ppo.max_new_tokens=4",
+    "align.grpo.steps=2", "align.grpo.batch_size=4", "align.grpo.num_generations=2",
+    "align.grpo.max_completion_length=4", "align.grpo.log_every=1",
     "evaluate.max_examples=6", "evaluate.max_new_tokens=4",
 ]
 

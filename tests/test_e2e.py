@@ -98,3 +98,14 @@ def test_bad_override_fails_cleanly(project):
     assert proc.returncode == 2
     assert "unknown key 'sft.lora.rank'" in proc.stderr
     assert (root / "params.yaml").read_text() == before
+
+
+def test_grpo_runs_with_the_verifiable_reward(project):
+    root, _ = project
+    lifecycle(root, "run", "--set", "align.method=grpo")
+    align = json.loads((root / "metrics" / "align.json").read_text())
+    assert align["method"] == "grpo"
+    assert {"reward", "kl", "rewards/verifiable_reward/mean", "completions/mean_length"} <= set(align)
+    assert 0.0 <= align["reward"] <= 1.0
+    rows = json.loads((root / "plots" / "align.json").read_text())
+    assert [r["step"] for r in rows] == [1, 2]

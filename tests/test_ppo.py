@@ -70,3 +70,13 @@ def test_masked_whiten_and_adaptive_kl():
     ctl = ppo.AdaptiveKL(0.1, target=1.0, horizon=100)
     ctl.update(current_kl=3.0, n_steps=10)  # error clipped to +0.2
     assert ctl.value == pytest.approx(0.1 * (1 + 0.2 * 10 / 100))
+
+
+def test_verifiable_reward_checks_the_answer_label():
+    from stages.align import verifiable_reward
+
+    completions = [[{"role": "assistant", "content": "The review is positive."}],
+                   [{"role": "assistant", "content": "negative"}],
+                   [{"role": "assistant", "content": "positive, I think not"}],
+                   "negative"]
+    assert verifiable_reward(completions, label=["positive", "positive", "positive", "negative"]) == [1.0, 0.0, 0.0, 1.0]
