@@ -1,13 +1,40 @@
-"""Glue for transformers/TRL trainers: device-aware common arguments and a metrics-history callback."""
+"""Glue for transformers/TRL/PEFT: device-aware common arguments, LoRA settings, a metrics-history callback."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
+from pydantic import Field
 from transformers import TrainerCallback
 
 from core import tracking
-from core.errors import LifecycleError
+from core.config import StageConfig
+from core.errors import ConfigError, LifecycleError
+
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class LoraSettings(StageConfig):
+    r: int = Field(16, gt=0)
+    alpha: int = Field(32, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] = ALL_LINEAR
+    modules_to_save: list[str] = []
+
+    def peft_config(self, task_type: str):
+        from peft import LoraConfig
+
+        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
+                          target_modules=self.target_modules, modules_to_save=self.modules_to_save or None,
+                          ensure_weight_tying=True, task_type=task_type)
+
+    def check(self, model, where: str) -> None:
+        """Every target module exists in the model (PEFT's own error does not say which key to fix)."""
+        names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+        missing = [t for t in self.target_modules if t not in names]
+        if missing:
+            raise ConfigError(f"{where}.target_modules: {missing} not found in the model "
+                              f"(linear layers here: {sorted(n for n in names if n.endswith('proj'))})")
 
 
 def common_args(output_dir: Path, seed: int, steps: int, batch_size: int, lr: float, warmup_ratio: float,

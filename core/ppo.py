@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Callable, Sequence
+from types import SimpleNamespace
+from typing import Callable, Literal, Sequence
 
 import torch
 from pydantic import Field
 from tqdm import tqdm
 
 from core.config import StageConfig
+from core.hf_trainers import LoraSettings
 from core.lm import decode_responses, prompt_batches, sample_tokens
 
 
@@ -38,6 +40,10 @@ class PPOSettings(StageConfig):
     lam: float = Field(0.95, ge=0, le=1)
     missing_eos_penalty: float = Field(1.0, ge=0, description="subtracted from the score of an unfinished answer")
     grad_clip: float = Field(1.0, gt=0)
+    value: Literal["model", "head"] = Field("model", description=(
+        "model: a separate value model initialised from the reward model; head: a linear head on the policy's "
+        "own hidden states (shared backbone, TRL's AutoModelForCausalLMWithValueHead)"))
+    lora: LoraSettings | None = Field(None, description="train the policy through a LoRA adapter (merged at the end)")
 
 
 # --------------------------------------------------------------------------- the maths, unit-tested
@@ -100,6 +106,22 @@ class AdaptiveKL:
 
 
 # --------------------------------------------------------------------------- the trainer
+class ValueHead(torch.nn.Module):
+    """Per-token values from a linear head on the policy's last hidden states; the backbone is the policy's."""
+
+    def __init__(self, policy):
+        super().__init__()
+        self.policy = policy
+        self.head = torch.nn.Linear(policy.config.hidden_size, 1, device=policy.device)
+        torch.nn.init.normal_(self.head.weight, std=1 / math.sqrt(policy.config.hidden_size + 1))
+        torch.nn.init.zeros_(self.head.bias)
+
+    def forward(self, input_ids, attention_mask, position_ids):
+        out = self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                          output_hidden_states=True)
+        return SimpleNamespace(logits=self.head(out.hidden_states[-1].float()))
+
+
 def token_logprobs(model, seq, attn, pos, start: int) -> torch.Tensor:
     """Log-probabilities of seq[:, start:] under the model."""
     logits = model(input_ids=seq, attention_mask=attn, position_ids=pos).logits[:, start - 1:-1].float()
@@ -120,7 +142,8 @@ class PPOTrainer:
         self.gen = torch.Generator(device=policy.device).manual_seed(seed)
         self.rng = random.Random(seed)
         self.kl = AdaptiveKL(settings.kl_coef, settings.target_kl, settings.kl_horizon)
-        params = [p for p in list(policy.parameters()) + list(value_model.parameters()) if p.requires_grad]
+        params = list({id(p): p for p in [*policy.parameters(), *value_model.parameters()]
+                       if p.requires_grad}.values())  # a value head shares the policy's parameters
         self.opt = torch.optim.AdamW(params, lr=settings.lr, eps=1e-5)
         reference.requires_grad_(False)
 
@@ -182,7 +205,7 @@ class PPOTrainer:
                     stats["approxkl"].append(masked_mean(0.5 * (new_lp - batch["logprobs"][idx]) ** 2, m).item())
                 for k, v in (("pg_loss", pg_loss), ("vf_loss", vf_loss), ("pg_clipfrac", pg_clip),
                              ("vf_clipfrac", vf_clip)):
-                    stats[k].append(float(v))
+                    stats[k].append(float(v.detach()))
         mean_kl = kl.sum(1).mean().item()
         row = {
             "objective/kl": mean_kl, "objective/scores": batch["scores"].mean().item(),

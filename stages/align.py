@@ -21,7 +21,7 @@ from core.hf_trainers import HistoryCallback, common_args
 from core.io import atomic_dir, read_jsonl, write_json
 from core.errors import ConfigError
 from core.lm import answer_of, load_causal_lm, load_tokenizer, require_dir, reward_scores
-from core.ppo import PPOSettings, PPOTrainer
+from core.ppo import PPOSettings, PPOTrainer, ValueHead
 
 CLEAN = Path("data/clean")
 SFT = Path("artifacts/sft")
@@ -88,11 +88,20 @@ def run_ppo(cfg: Config, tokenizer, dev) -> tuple[torch.nn.Module, list[dict]]:
     from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
     policy = load_causal_lm(SFT).to(dev)
+    if cfg.ppo.lora:
+        from peft import get_peft_model
+
+        cfg.ppo.lora.check(policy, "align.ppo.lora")
+        policy = get_peft_model(policy, cfg.ppo.lora.peft_config("CAUSAL_LM"))
     reference = load_causal_lm(SFT).to(dev).eval()
     rm_path = str(require_dir(REWARD, "reward model"))
     reward_model = AutoModelForSequenceClassification.from_pretrained(rm_path, dtype=torch.float32).to(dev).eval()
     reward_model.requires_grad_(False)
-    value_model = AutoModelForTokenClassification.from_pretrained(rm_path, num_labels=1, dtype=torch.float32).to(dev)
+    if cfg.ppo.value == "head":
+        value_model = ValueHead(policy)
+    else:
+        value_model = AutoModelForTokenClassification.from_pretrained(rm_path, num_labels=1,
+                                                                      dtype=torch.float32).to(dev)
     prompts = [r["prompt"] for r in read_jsonl(CLEAN / "preferences.train.jsonl")]
 
     def score(batch_prompts, answers):
@@ -102,7 +111,7 @@ def run_ppo(cfg: Config, tokenizer, dev) -> tuple[torch.nn.Module, list[dict]]:
                          log_fn=lambda row, step: tracking.log_metrics(
                              {k.replace("/", "_"): v for k, v in row.items()}, step=step))
     history = trainer.train(prompts)
-    return policy, history
+    return (policy.merge_and_unload() if cfg.ppo.lora else policy), history
 
 
 def verifiable_reward(completions: list, label: list[str], **_) -> list[float]:

@@ -12,7 +12,7 @@ from pydantic import Field
 
 from core import runtime, tracking
 from core.config import StageConfig
-from core.hf_trainers import HistoryCallback, common_args
+from core.hf_trainers import HistoryCallback, LoraSettings, common_args
 from core.io import atomic_dir, read_jsonl, write_json
 from core.lm import load_tokenizer, require_dir, reward_scores
 
@@ -34,6 +34,8 @@ class Config(StageConfig):
     max_length: int = Field(256, gt=8)
     log_every: int = Field(10, gt=0)
     center_rewards_coefficient: float | None = Field(0.01, ge=0)
+    lora: LoraSettings | None = Field(None, description="train through a LoRA adapter (the score head in full); "
+                                                        "null: full fine-tuning")
 
 
 def to_trl(records: list[dict]) -> list[dict]:
@@ -66,12 +68,20 @@ def run(cfg: Config) -> dict:
                                       cfg.log_every),
                         max_length=cfg.max_length, center_rewards_coefficient=cfg.center_rewards_coefficient)
     history = HistoryCallback("reward")
+    if cfg.lora:
+        cfg.lora.check(model, "reward.lora")
     trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(to_trl(train_records)),
-                            processing_class=tokenizer, callbacks=[history])
+                            processing_class=tokenizer, callbacks=[history],
+                            peft_config=cfg.lora.peft_config("SEQ_CLS") if cfg.lora else None)
     trainer.train()
     model = trainer.model.to(dev)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    share = trainable / sum(p.numel() for p in model.parameters())
+    if cfg.lora:
+        model = model.merge_and_unload()
     metrics = {f"heldout_{k}" if k != "accuracy" else k: v for k, v in pairwise(model, tokenizer, heldout).items()}
     metrics["train_accuracy"] = pairwise(model, tokenizer, train_records[:256])["accuracy"]
+    metrics.update(trainable_params=trainable, trainable_share=share)
     with atomic_dir(OUT_DIR) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.padding_side = "left"

@@ -11,8 +11,8 @@ from pydantic import Field
 
 from core import runtime, tracking
 from core.config import StageConfig
-from core.errors import ConfigError
 from core.hf_trainers import HistoryCallback, common_args
+from core.hf_trainers import LoraSettings as BaseLora
 from core.io import atomic_dir, read_jsonl, write_json
 from core.lm import load_causal_lm, load_tokenizer
 
@@ -25,11 +25,7 @@ PLOT_DATA = Path("plots/sft.json")
 PLOT_PNG = Path("plots/sft_loss.png")
 
 
-class LoraSettings(StageConfig):
-    r: int = Field(16, gt=0)
-    alpha: int = Field(32, gt=0)
-    dropout: float = Field(0.0, ge=0, lt=1)
-    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+class LoraSettings(BaseLora):
     # The chat tokens (<|user|>, <|assistant|>, <|end|>) never occur in pretraining text: their embeddings
     # must train with the adapter (as LLaMA-Factory's `additional_target`), or the answer's first token
     # and the turn end stay unlearnable. Measured: SFT loss plateaus at ~1.5 without, ~0.4 with.
@@ -53,30 +49,19 @@ def to_prompt_completion(records: list[dict]) -> list[dict]:
     return [{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in records]
 
 
-def check_targets(model, targets: list[str]) -> None:
-    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
-    missing = [t for t in targets if t not in names]
-    if missing:
-        raise ConfigError(f"sft.lora.target_modules: {missing} not found in the model "
-                          f"(linear layers here: {sorted(n for n in names if n.endswith('proj'))})")
-
-
 def build_trainer(cfg: Config, model, tokenizer, records: list[dict], work_dir: Path, callbacks=()):
     """TRL's SFTTrainer with the LoRA adapter: prompt/completion rows, loss on the completion only."""
     from datasets import Dataset
-    from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
-    check_targets(model, cfg.lora.target_modules)
+    cfg.lora.check(model, "sft.lora")
     tokenizer.padding_side = "right"
     args = SFTConfig(**common_args(work_dir, cfg.seed, cfg.steps, cfg.batch_size, cfg.lr, cfg.warmup_ratio,
                                    cfg.log_every),
                      max_length=cfg.max_length, completion_only_loss=True, packing=cfg.packing)
-    lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                      target_modules=cfg.lora.target_modules, modules_to_save=cfg.lora.modules_to_save or None,
-                      ensure_weight_tying=True, task_type="CAUSAL_LM")
     return SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(to_prompt_completion(records)),
-                      processing_class=tokenizer, peft_config=lora, callbacks=list(callbacks))
+                      processing_class=tokenizer, peft_config=cfg.lora.peft_config("CAUSAL_LM"),
+                      callbacks=list(callbacks))
 
 
 def run(cfg: Config) -> dict:

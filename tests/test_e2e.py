@@ -109,3 +109,17 @@ def test_grpo_runs_with_the_verifiable_reward(project):
     assert 0.0 <= align["reward"] <= 1.0
     rows = json.loads((root / "plots" / "align.json").read_text())
     assert [r["step"] for r in rows] == [1, 2]
+
+
+def test_lora_reward_model_and_ppo_with_value_head_and_lora_policy(project):
+    root, _ = project
+    lifecycle(root, "run", "--set", "reward.lora={r: 2, alpha: 4}", "--set", "align.method=ppo",
+              "--set", "align.ppo.value=head", "--set", "align.ppo.lora={r: 2, alpha: 4, modules_to_save: []}")
+    reward = json.loads((root / "metrics" / "reward.json").read_text())
+    assert 0 < reward["trainable_share"] < 0.5 and 0 <= reward["accuracy"] <= 1
+    align = json.loads((root / "metrics" / "align.json").read_text())
+    assert align["method"] == "ppo" and "loss/value_avg" in align
+    from safetensors.torch import load_file
+
+    saved = load_file(root / "artifacts" / "align" / "model.safetensors")
+    assert not any("lora" in k for k in saved)  # the adapter was merged into the saved policy

@@ -80,3 +80,39 @@ def test_verifiable_reward_checks_the_answer_label():
                    [{"role": "assistant", "content": "positive, I think not"}],
                    "negative"]
     assert verifiable_reward(completions, label=["positive", "positive", "positive", "negative"]) == [1.0, 0.0, 0.0, 1.0]
+
+
+def test_ppo_step_with_a_value_head_and_a_lora_policy():
+    from peft import get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from core.hf_trainers import LoraSettings
+    from core.ppo import PPOSettings, PPOTrainer, ValueHead
+    from stages import tokenizer as tokenizer_stage
+
+    tok = tokenizer_stage.build(["The review is positive.", "The review is negative."] * 50,
+                                tokenizer_stage.Config(vocab_size=300))
+    tok.padding_side = "left"
+
+    def model():
+        torch.manual_seed(0)
+        return LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1,
+                                            num_attention_heads=2, intermediate_size=64, tie_word_embeddings=True,
+                                            pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id))
+
+    lora = LoraSettings(r=2, alpha=4, modules_to_save=[])
+    policy = get_peft_model(model(), lora.peft_config("CAUSAL_LM"))
+    head = ValueHead(policy)
+    settings = PPOSettings(steps=1, batch_size=4, mini_batch_size=2, max_new_tokens=3, lr=1e-2, lora=lora,
+                           value="head")
+    trainer = PPOTrainer(policy, model(), head, tok, lambda p, a: [float(len(x)) for x in a], settings, seed=0)
+    trained = {id(p) for g in trainer.opt.param_groups for p in g["params"]}
+    names = {n for n, p in head.named_parameters() if id(p) in trained}
+    assert names and all("lora_" in n or n.startswith("head.") for n in names)  # adapter + value head only
+    assert {"head.weight", "head.bias"} <= names
+    frozen = {n: p.detach().clone() for n, p in policy.named_parameters() if "lora_" not in n}
+    before_head = head.head.weight.detach().clone()
+    row = trainer.step([[{"role": "user", "content": "Is it positive?"}]] * 4, 1)
+    assert {"objective/kl", "objective/scores", "loss/value_avg", "policy/clipfrac_avg"} <= set(row)
+    assert not torch.equal(before_head, head.head.weight)
+    assert all(torch.equal(frozen[n], p) for n, p in policy.named_parameters() if n in frozen)
