@@ -38,15 +38,17 @@ class LoraSettings(StageConfig):
 
 
 def common_args(output_dir: Path, seed: int, steps: int, batch_size: int, lr: float, warmup_ratio: float,
-                log_every: int) -> dict:
-    """Arguments every TRL config in the project shares. bf16 only on a GPU that supports it."""
+                log_every: int, gradient_checkpointing: bool = False) -> dict:
+    """Arguments every TRL config in the project shares. bf16 only on a GPU that supports it. TRL turns
+    gradient checkpointing on by default; it only trades time for memory, so it is a per-stage choice here,
+    off by default (benchmarks/results/align.json measures the difference)."""
     gpu = torch.cuda.is_available()
     return dict(
         output_dir=str(output_dir), seed=seed, data_seed=seed, max_steps=steps, per_device_train_batch_size=batch_size,
         learning_rate=lr, lr_scheduler_type="cosine", warmup_steps=max(1, int(warmup_ratio * steps)),
         logging_steps=log_every, save_strategy="no", report_to="none", use_cpu=not gpu,
         bf16=gpu and torch.cuda.is_bf16_supported(), dataloader_num_workers=0, disable_tqdm=False,
-        max_grad_norm=1.0,
+        max_grad_norm=1.0, gradient_checkpointing=gradient_checkpointing,
     )
 
 

@@ -42,6 +42,7 @@ class DPOSettings(StageConfig):
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     max_length: int = Field(256, gt=8)
     log_every: int = Field(10, gt=0)
+    gradient_checkpointing: bool = Field(False, description="recompute activations: less memory, slower steps")
 
 
 class GRPOSettings(StageConfig):
@@ -55,6 +56,7 @@ class GRPOSettings(StageConfig):
     loss_type: str = "dapo"
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
     log_every: int = Field(10, gt=0)
+    gradient_checkpointing: bool = Field(False, description="recompute activations: less memory, slower steps")
 
 
 class Config(StageConfig):
@@ -65,20 +67,30 @@ class Config(StageConfig):
     grpo: GRPOSettings
 
 
-def run_dpo(cfg: Config, tokenizer) -> tuple[torch.nn.Module, list[dict]]:
+def to_trl_pairs(records: list[dict]) -> list[dict]:
+    return [{"prompt": r["prompt"], "chosen": [{"role": "assistant", "content": r["chosen"]}],
+             "rejected": [{"role": "assistant", "content": r["rejected"]}]} for r in records]
+
+
+def build_dpo_trainer(d: DPOSettings, seed: int, sft: Path, tokenizer, records: list[dict], work_dir: Path,
+                      callbacks=()):
+    """TRL's DPOTrainer: policy and reference both from the SFT model."""
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    d = cfg.dpo
-    records = read_jsonl(CLEAN / "preferences.train.jsonl")
-    ds = Dataset.from_list([{"prompt": r["prompt"], "chosen": [{"role": "assistant", "content": r["chosen"]}],
-                             "rejected": [{"role": "assistant", "content": r["rejected"]}]} for r in records])
-    args = DPOConfig(**common_args(WORK, cfg.seed, d.steps, d.batch_size, d.lr, d.warmup_ratio, d.log_every),
+    args = DPOConfig(**common_args(work_dir, seed, d.steps, d.batch_size, d.lr, d.warmup_ratio, d.log_every,
+                                 d.gradient_checkpointing),
                      beta=d.beta, loss_type=d.loss_type, max_length=d.max_length)
     tokenizer.padding_side = "right"
+    return DPOTrainer(model=load_causal_lm(sft), ref_model=load_causal_lm(sft), args=args,
+                      train_dataset=Dataset.from_list(to_trl_pairs(records)), processing_class=tokenizer,
+                      callbacks=list(callbacks))
+
+
+def run_dpo(cfg: Config, tokenizer) -> tuple[torch.nn.Module, list[dict]]:
     history = HistoryCallback("align")
-    trainer = DPOTrainer(model=load_causal_lm(SFT), ref_model=load_causal_lm(SFT), args=args, train_dataset=ds,
-                         processing_class=tokenizer, callbacks=[history])
+    trainer = build_dpo_trainer(cfg.dpo, cfg.seed, SFT, tokenizer, read_jsonl(CLEAN / "preferences.train.jsonl"),
+                                WORK, [history])
     trainer.train()
     tokenizer.padding_side = "left"
     return trainer.model, [r for r in history.history if "loss" in r]
@@ -131,7 +143,8 @@ def run_grpo(cfg: Config, tokenizer) -> tuple[torch.nn.Module, list[dict]]:
     records = read_jsonl(CLEAN / "instructions.train.jsonl")
     ds = Dataset.from_list([{"prompt": r["messages"][:-1], "label": answer_of(r["messages"][-1]["content"])}
                             for r in records])
-    args = GRPOConfig(**common_args(WORK, cfg.seed, g.steps, g.batch_size, g.lr, g.warmup_ratio, g.log_every),
+    args = GRPOConfig(**common_args(WORK, cfg.seed, g.steps, g.batch_size, g.lr, g.warmup_ratio, g.log_every,
+                                  g.gradient_checkpointing),
                       num_generations=g.num_generations, max_completion_length=g.max_completion_length,
                       beta=g.beta, temperature=g.temperature, loss_type=g.loss_type)
     tokenizer.padding_side = "left"

@@ -34,6 +34,7 @@ class Config(StageConfig):
     max_length: int = Field(256, gt=8)
     log_every: int = Field(10, gt=0)
     center_rewards_coefficient: float | None = Field(0.01, ge=0)
+    gradient_checkpointing: bool = Field(False, description="recompute activations: less memory, slower steps")
     lora: LoraSettings | None = Field(None, description="train through a LoRA adapter (the score head in full); "
                                                         "null: full fine-tuning")
 
@@ -51,28 +52,34 @@ def pairwise(model, tokenizer, records: list[dict]) -> dict:
             "mean_chosen": chosen.mean().item(), "mean_rejected": rejected.mean().item(), "pairs": len(records)}
 
 
-def run(cfg: Config) -> dict:
+def build_trainer(cfg: Config, base: Path, tokenizer, records: list[dict], work_dir: Path, callbacks=()):
+    """A scalar-head model from `base` and TRL's RewardTrainer on the pairs; returns (model, trainer)."""
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification
     from trl import RewardConfig, RewardTrainer
 
-    dev = runtime.setup(cfg.seed)
-    tokenizer = load_tokenizer(BASE)
     tokenizer.padding_side = "right"
-    model = AutoModelForSequenceClassification.from_pretrained(str(require_dir(BASE, "SFT model")), num_labels=1,
+    model = AutoModelForSequenceClassification.from_pretrained(str(require_dir(base, "SFT model")), num_labels=1,
                                                                dtype=torch.float32)
     model.config.pad_token_id = tokenizer.pad_token_id
-    train_records = read_jsonl(CLEAN / "preferences.train.jsonl")
-    heldout = read_jsonl(CLEAN / "preferences.heldout.jsonl")
-    args = RewardConfig(**common_args(WORK, cfg.seed, cfg.steps, cfg.batch_size, cfg.lr, cfg.warmup_ratio,
-                                      cfg.log_every),
-                        max_length=cfg.max_length, center_rewards_coefficient=cfg.center_rewards_coefficient)
-    history = HistoryCallback("reward")
     if cfg.lora:
         cfg.lora.check(model, "reward.lora")
-    trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(to_trl(train_records)),
-                            processing_class=tokenizer, callbacks=[history],
+    args = RewardConfig(**common_args(work_dir, cfg.seed, cfg.steps, cfg.batch_size, cfg.lr, cfg.warmup_ratio,
+                                      cfg.log_every, cfg.gradient_checkpointing),
+                        max_length=cfg.max_length, center_rewards_coefficient=cfg.center_rewards_coefficient)
+    trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(to_trl(records)),
+                            processing_class=tokenizer, callbacks=list(callbacks),
                             peft_config=cfg.lora.peft_config("SEQ_CLS") if cfg.lora else None)
+    return model, trainer
+
+
+def run(cfg: Config) -> dict:
+    dev = runtime.setup(cfg.seed)
+    tokenizer = load_tokenizer(BASE)
+    train_records = read_jsonl(CLEAN / "preferences.train.jsonl")
+    heldout = read_jsonl(CLEAN / "preferences.heldout.jsonl")
+    history = HistoryCallback("reward")
+    _, trainer = build_trainer(cfg, BASE, tokenizer, train_records, WORK, [history])
     trainer.train()
     model = trainer.model.to(dev)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

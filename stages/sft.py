@@ -41,6 +41,7 @@ class Config(StageConfig):
     max_length: int = Field(256, gt=8)
     log_every: int = Field(10, gt=0)
     packing: bool = Field(False, description="pack conversations into max_length rows (TRL BFD packing)")
+    gradient_checkpointing: bool = Field(False, description="recompute activations: less memory, slower steps")
     lora: LoraSettings = LoraSettings()
 
 
@@ -57,7 +58,7 @@ def build_trainer(cfg: Config, model, tokenizer, records: list[dict], work_dir: 
     cfg.lora.check(model, "sft.lora")
     tokenizer.padding_side = "right"
     args = SFTConfig(**common_args(work_dir, cfg.seed, cfg.steps, cfg.batch_size, cfg.lr, cfg.warmup_ratio,
-                                   cfg.log_every),
+                                   cfg.log_every, cfg.gradient_checkpointing),
                      max_length=cfg.max_length, completion_only_loss=True, packing=cfg.packing)
     return SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(to_prompt_completion(records)),
                       processing_class=tokenizer, peft_config=cfg.lora.peft_config("CAUSAL_LM"),
