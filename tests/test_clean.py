@@ -248,37 +248,31 @@ def test_no_training_document_shares_an_ngram_with_an_eval_set(cleaned):
     assert heldout_keys and train_paragraphs and not heldout_keys & train_paragraphs
 
 
-def test_strict_stops_on_a_malformed_preference_row(tmp_path):
+def strict_run_fails(tmp_path, name: str, bad_line: bytes, message: str) -> None:
+    """Append one bad line to a generated input, clean with strict: the error names it and nothing is written."""
     files = sample_data.generate(tmp_path / "sample", seed=0, scale=0.02)
-    with open(files["preferences"], "a") as f:
-        f.write(json.dumps({"prompt": "q", "chosen": "same", "rejected": "same"}) + "\n")
-    n = len(files["preferences"].read_text().splitlines())
+    with open(files[name], "ab") as f:
+        f.write(bad_line)
+    n = len(files[name].read_bytes().splitlines())
     old = os.getcwd()
     os.chdir(tmp_path)
     try:
         c = cfg(strict=True, executor={"workers": 1}).model_copy(
             update={"data": clean.DataConfig(**{k: str(v) for k, v in files.items()})})
-        with pytest.raises(InputError, match=rf"preferences\.jsonl:{n}: chosen and rejected answers are identical"):
+        with pytest.raises(InputError, match=rf"{name}\.jsonl:{n}: {message}"):
             clean.run(c)
     finally:
         os.chdir(old)
     assert not (tmp_path / "data" / "clean").exists()
+
+
+def test_strict_stops_on_a_malformed_preference_row(tmp_path):
+    strict_run_fails(tmp_path, "preferences", b'{"prompt": "q", "chosen": "same", "rejected": "same"}\n',
+                     "chosen and rejected answers are identical")
 
 
 def test_strict_stops_on_the_first_bad_record(tmp_path):
-    files = sample_data.generate(tmp_path / "sample", seed=0, scale=0.02)
-    with open(files["domain"], "ab") as f:
-        f.write(b'{"text": 7}\n')
-    old = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        c = cfg(strict=True, executor={"workers": 1}).model_copy(
-            update={"data": clean.DataConfig(**{k: str(v) for k, v in files.items()})})
-        with pytest.raises(InputError, match=r"domain\.jsonl:\d+: record has no string 'text'"):
-            clean.run(c)
-    finally:
-        os.chdir(old)
-    assert not (tmp_path / "data" / "clean").exists()
+    strict_run_fails(tmp_path, "domain", b'{"text": 7}\n', "record has no string 'text'")
 
 
 def test_minhash_dedup_finds_planted_near_duplicates_and_keeps_related_documents(tmp_path):
