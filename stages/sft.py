@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
 from core import runtime, tracking
 from core.config import StageConfig
+from core.errors import ConfigError
 from core.hf_trainers import HistoryCallback, common_args
 from core.hf_trainers import LoraSettings as BaseLora
 from core.io import atomic_dir, read_jsonl, write_json
@@ -41,6 +43,8 @@ class Config(StageConfig):
     max_length: int = Field(256, gt=8)
     log_every: int = Field(10, gt=0)
     packing: bool = Field(False, description="pack conversations into max_length rows (TRL BFD packing)")
+    quantization: Literal["none", "4bit"] = Field("none", description=(
+        "4bit: QLoRA, the frozen base in 4-bit NF4 (bitsandbytes, CUDA only); the merged model is full precision"))
     gradient_checkpointing: bool = Field(False, description="recompute activations: less memory, slower steps")
     lora: LoraSettings = LoraSettings()
 
@@ -65,10 +69,29 @@ def build_trainer(cfg: Config, model, tokenizer, records: list[dict], work_dir: 
                       callbacks=list(callbacks))
 
 
+def load_4bit(path: Path, cfg: Config):
+    """The base model in 4-bit NF4 with double quantisation and bf16 compute, ready for k-bit training."""
+    import importlib.util
+
+    import torch
+
+    if not torch.cuda.is_available() or importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError("sft.quantization: 4bit (QLoRA) needs a CUDA GPU and the bitsandbytes package "
+                          "(pip install bitsandbytes); set it to none on this machine")
+    from peft import prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                             bnb_4bit_compute_dtype=torch.bfloat16)
+    model = AutoModelForCausalLM.from_pretrained(str(path), quantization_config=bnb,
+                                                 device_map={"": torch.cuda.current_device()})
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+
+
 def run(cfg: Config) -> dict:
     runtime.setup(cfg.seed)
     tokenizer = load_tokenizer(BASE)
-    model = load_causal_lm(BASE)
+    model = load_4bit(BASE, cfg) if cfg.quantization == "4bit" else load_causal_lm(BASE)
     history = HistoryCallback("sft")
     records = read_jsonl(CLEAN / "instructions.train.jsonl")
     trainer = build_trainer(cfg, model, tokenizer, records, WORK, [history])
@@ -78,7 +101,12 @@ def run(cfg: Config) -> dict:
     total = sum(p.numel() for p in peft_model.parameters())
     with atomic_dir(OUT_DIR) as tmp:
         peft_model.save_pretrained(tmp / "adapter")
-        merged = peft_model.merge_and_unload()
+        if cfg.quantization == "4bit":  # merge into the full-precision base, not into 4-bit weights
+            from peft import PeftModel
+
+            merged = PeftModel.from_pretrained(load_causal_lm(BASE), tmp / "adapter").merge_and_unload()
+        else:
+            merged = peft_model.merge_and_unload()
         merged.save_pretrained(tmp, safe_serialization=True)
         tokenizer.padding_side = "left"
         tokenizer.save_pretrained(tmp)

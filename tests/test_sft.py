@@ -47,3 +47,12 @@ def test_labels_cover_the_answers_only(tok, tmp_path, packing):
         assert set(trained) == expected
     # nothing of a prompt is ever a label: no user text, no role marker
     assert not any(w in "".join(trained) for w in ("<|user|>", "<|assistant|>", "review positive or", "Say hi"))
+
+
+def test_qlora_without_a_gpu_is_a_clear_config_error(tmp_path, monkeypatch):
+    from core.errors import ConfigError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = sft.Config(steps=1, quantization="4bit")
+    with pytest.raises(ConfigError, match="sft.quantization: 4bit .QLoRA. needs a CUDA GPU and the bitsandbytes"):
+        sft.load_4bit(tmp_path, cfg)
