@@ -268,6 +268,8 @@ def train(model, next_batch: Callable[[int], torch.Tensor], val_blocks: dict[str
             save_checkpoint(checkpoint_dir, model, opt, sched, {
                 "step": done, "running": running, "torch_rng": torch.get_rng_state(),
                 "history": history, "fingerprint": fingerprint, "format": CHECKPOINT_FORMAT})
+            if distributed.is_main():
+                print(f"{desc}: checkpoint at step {done} in {checkpoint_dir / 'last'}", flush=True)
         if done % settings.log_every == 0:
             window_start = time.perf_counter()  # checkpoint and validation time stay out of tokens/s
     return history

@@ -49,3 +49,34 @@ def lifecycle(project: Path, *args: str, env: dict | None = None, check: bool = 
         raise AssertionError(f"lifecycle {' '.join(args[:3])} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n"
                              f"{proc.stderr[-4000:]}")
     return proc
+
+
+def stage_env(root: Path, **extra: str) -> dict:
+    """The environment a test runs one stage of a micro project in (its own MLflow store, one thread)."""
+    import os
+
+    return {**os.environ, "PYTHONPATH": str(root), "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'm.db'}",
+            "LIFECYCLE_THREADS": "1", **extra}
+
+
+def start_stage(root: Path, stage: str, **extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", f"stages.{stage}"], cwd=root, env=stage_env(root, **extra),
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+
+def kill_at_checkpoint(proc: subprocess.Popen, min_step: int, before_kill=None) -> int:
+    """Read the stage's output until it reports a checkpoint at or after `min_step`, then SIGKILL it (the
+    stage's own process only, as a crash would); return that step. `before_kill(proc)` runs just before."""
+    import re
+    import signal
+
+    for line in proc.stdout:
+        found = re.search(r"checkpoint at step (\d+)", line)
+        if found and int(found.group(1)) >= min_step:
+            if before_kill:
+                before_kill(proc)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return int(found.group(1))
+    proc.wait()
+    raise AssertionError(f"the stage finished (exit {proc.returncode}) before a checkpoint at step {min_step}")

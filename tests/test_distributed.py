@@ -2,16 +2,13 @@
 curve, rank 0 alone logs into the pipeline's MLflow run, and a killed multi-process run leaves no orphan
 rank and resumes (here on one process) on the uninterrupted curve."""
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from core.config import apply_overrides
-from tests.micro import MICRO, make_project
+from tests.micro import MICRO, kill_at_checkpoint, make_project, stage_env, start_stage
 
 RUN = ["pretrain.train.steps=12", "pretrain.train.log_every=2", "pretrain.train.eval_every=6",
        "pretrain.train.checkpoint_every=4", "pretrain.train.warmup_steps=2", "pretrain.train.grad_accum=2",
@@ -23,17 +20,14 @@ def project(tmp_path_factory):
     root = make_project(tmp_path_factory.mktemp("distributed"))
     apply_overrides(root / "params.yaml", MICRO + RUN)
     for stage in ("clean", "tokenizer"):
-        assert stage_proc(root, stage).wait() == 0
+        proc = stage_proc(root, stage)
+        proc.communicate()
+        assert proc.returncode == 0
     return root
 
 
-def env(root, **extra):
-    return {**os.environ, "PYTHONPATH": str(root), "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'm.db'}",
-            "LIFECYCLE_THREADS": "1", **extra}
-
-
 def stage_proc(root, stage, **extra):
-    return subprocess.Popen([sys.executable, "-m", f"stages.{stage}"], cwd=root, env=env(root, **extra),
+    return subprocess.Popen([sys.executable, "-m", f"stages.{stage}"], cwd=root, env=stage_env(root, **extra),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -111,25 +105,15 @@ def ranks_in(root):
 
 
 def test_killed_multi_process_run_stops_every_rank_and_resumes(project, single):
-    import torch
-
-    apply_overrides(project / "params.yaml", ["pretrain.train.processes=2", "pretrain.train.strategy=ddp"])
     import psutil
 
-    state = project / "checkpoints" / "pretrain" / "last" / "trainer_state.pt"
-    proc = stage_proc(project, "pretrain")
-    killed_at, below = None, []
-    while proc.poll() is None and killed_at is None:
-        if state.exists():
-            try:
-                killed_at = torch.load(state, weights_only=True)["step"]
-            except Exception:  # caught mid-rename: look again
-                continue
-            below = psutil.Process(proc.pid).children(recursive=True)  # the launcher and its ranks
-            proc.send_signal(signal.SIGKILL)  # the stage's own process only, as a crash would
-            proc.wait()
-        time.sleep(0.002)
-    assert killed_at is not None, "pretrain finished before it could be killed"
+    below = []  # the launcher and its ranks, taken just before the kill
+
+    def note_children(proc):
+        below.extend(psutil.Process(proc.pid).children(recursive=True))
+
+    apply_overrides(project / "params.yaml", ["pretrain.train.processes=2", "pretrain.train.strategy=ddp"])
+    killed_at = kill_at_checkpoint(start_stage(project, "pretrain"), 1, note_children)
     assert len(below) >= 3  # accelerate launch + 2 ranks
     _, alive = psutil.wait_procs(below, timeout=20)
     assert alive == [] and ranks_in(project) == []  # the launcher and both ranks went down with it

@@ -1,15 +1,12 @@
 """Training stages in a micro project: resume after a kill on the same curve, and `init_from` a checkpoint."""
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from core.config import apply_overrides
-from tests.micro import MICRO, make_project
+from tests.micro import MICRO, kill_at_checkpoint, make_project, stage_env, start_stage
 
 LONG = ["pretrain.train.steps=40", "pretrain.train.log_every=2", "pretrain.train.eval_every=20",
         "pretrain.train.checkpoint_every=5", "pretrain.train.warmup_steps=3",
@@ -26,13 +23,8 @@ def project(tmp_path_factory):
     return root
 
 
-def env(root):
-    return {**os.environ, "PYTHONPATH": str(root), "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'm.db'}",
-            "LIFECYCLE_THREADS": "1"}
-
-
 def run_stage(root, stage):
-    proc = subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=root, env=env(root), capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=root, env=stage_env(root), capture_output=True,
                           text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -47,24 +39,8 @@ def curve(root, stage):
 
 
 def kill_after_checkpoint(root, stage, min_step):
-    """Start the stage, SIGKILL it as soon as a checkpoint at or after `min_step` exists."""
-    state = root / "checkpoints" / stage / "last" / "trainer_state.pt"
-    proc = subprocess.Popen([sys.executable, "-m", f"stages.{stage}"], cwd=root, env=env(root),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    import torch
-
-    while proc.poll() is None:
-        if state.exists():
-            try:
-                step = torch.load(state, weights_only=True)["step"]
-            except Exception:  # caught mid-rename: look again
-                step = -1
-            if step >= min_step:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-                return step
-        time.sleep(0.002)
-    raise AssertionError(f"{stage} finished before it could be killed")
+    """Start the stage, SIGKILL it as soon as it reports a checkpoint at or after `min_step`."""
+    return kill_at_checkpoint(start_stage(root, stage), min_step)
 
 
 @pytest.mark.parametrize("stage,min_step", [("pretrain", 10), ("domain", 10)])
