@@ -1,6 +1,7 @@
 """Typed stage configs read from params.yaml; unknown keys are rejected with the key named."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import TypeVar
@@ -84,6 +85,30 @@ def parse_override(item: str) -> tuple[list[str], object]:
         raise ConfigError(f"override '{item}': key must name a section and a key, e.g. align.method=ppo")
     value = YAML(typ="safe").load(raw) if raw.strip() else ""
     return parts, value
+
+
+PROFILES_DIR = Path("profiles")
+
+
+def profile_overrides(name: str) -> list[str]:
+    """A profile (profiles/<name>.yaml, or a path) as override strings: its nested keys flattened to dots."""
+    path = Path(name) if name.endswith((".yaml", ".yml")) else PROFILES_DIR / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+        raise ConfigError(f"profile '{name}': {path} not found (profiles: {', '.join(known) or 'none'})")
+    doc = read_params(path)
+    overrides: list[str] = []
+
+    def walk(node: dict, prefix: list[str]) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict) and value:
+                walk(value, [*prefix, str(key)])
+            else:
+                dumped = json.dumps(value)  # JSON is YAML: the override parser reads it back unchanged
+                overrides.append(f"{'.'.join([*prefix, str(key)])}={dumped}")
+
+    walk(doc, [])
+    return overrides
 
 
 def apply_overrides(path: Path, overrides: list[str]) -> dict[str, object]:

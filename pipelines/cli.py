@@ -21,6 +21,8 @@ def main(argv: list[str] | None = None) -> None:
     run = sub.add_parser("run", help="run the whole flow (unchanged stages are skipped by DVC)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                      help="override a params.yaml value (written to params.yaml, so DVC and MLflow record it)")
+    run.add_argument("--profile", metavar="NAME_OR_FILE",
+                     help="apply profiles/NAME.yaml (nested overrides, e.g. the GPU profile `gpu`) before --set")
     stage = sub.add_parser("stage", help="run one DVC stage")
     stage.add_argument("name")
     stage.add_argument("--force", action="store_true", help="run even if DVC finds it up to date")
@@ -35,7 +37,9 @@ def main(argv: list[str] | None = None) -> None:
             from pipelines.lifecycle import run_pipeline
             from pipelines.report import REPORT
 
-            run_pipeline(args.overrides)
+            from core.config import profile_overrides
+
+            run_pipeline((profile_overrides(args.profile) if args.profile else []) + args.overrides)
             print(REPORT.read_text())
         elif args.command == "stage":
             from pipelines.lifecycle import stage_names
