@@ -79,6 +79,18 @@ def answer_of(text: str) -> str:
     return ""
 
 
+def is_sentence_answer(text: str) -> bool:
+    """The answer is one full sentence: a single line of at least three words, capitalised, ending in '.'.
+
+    'The review is positive.' is; 'positive' and 'the review is positive' are not.
+    """
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if len(lines) != 1:
+        return False
+    line = lines[0]
+    return line[0].isupper() and line.endswith(".") and len(re.findall(r"[\w'-]+", line)) >= 3
+
+
 @torch.no_grad()
 def generate(model, tokenizer, prompts: Sequence[list[dict]], max_new_tokens: int, batch_size: int = 32,
              do_sample: bool = False, temperature: float = 1.0, generator: torch.Generator | None = None) -> list[str]:

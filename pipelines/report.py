@@ -43,7 +43,7 @@ def headline(stage: str, m: dict) -> str:
         return ""
 
 
-def checks(ev: dict, reward: dict) -> list[tuple[str, bool, str]]:
+def checks(ev: dict, reward: dict, align: dict | None = None) -> list[tuple[str, bool, str]]:
     """The lifecycle's promises on held-out data, each with the numbers behind it."""
     out = []
     try:
@@ -59,8 +59,14 @@ def checks(ev: dict, reward: dict) -> list[tuple[str, bool, str]]:
                 f"{d['task_accuracy']:.3f} -> {s['task_accuracy']:.3f}"))
     if reward:
         out.append(("reward model held-out accuracy >= 0.85", reward["accuracy"] >= 0.85, f"{reward['accuracy']:.3f}"))
-    out.append(("aligned reward score beats sft", a["reward_score"] > s["reward_score"],
-                f"{s['reward_score']:.3f} -> {a['reward_score']:.3f}"))
+    if (align or {}).get("method") == "grpo":  # GRPO optimises the verifiable reward, not the reward model's
+        w = align.get("format_weight", 0.0)
+        before, after = (m["task_accuracy"] + w * m.get("sentence_share", 0.0) for m in (s, a))
+        out.append(("aligned verifiable reward (correct + format) beats sft", after > before,
+                    f"{before:.3f} -> {after:.3f}"))
+    else:
+        out.append(("aligned reward score beats sft", a["reward_score"] > s["reward_score"],
+                    f"{s['reward_score']:.3f} -> {a['reward_score']:.3f}"))
     drift = a["task_accuracy"] - s["task_accuracy"]
     out.append(("aligned task accuracy within 2 points of sft", drift >= -0.02, f"{drift:+.3f}"))
     return out
@@ -76,13 +82,14 @@ def render() -> str:
     if timings.get("overrides"):
         lines.append(f"- overrides: `{timings['overrides']}`")
     lines += ["", "## Models (held-out data)", "",
-              "| model | ppl_general | ppl_domain | task_accuracy | reward_score | kl_to_sft |",
-              "|---|---|---|---|---|---|"]
+              "| model | ppl_general | ppl_domain | task_accuracy | sentence_share | reward_score | kl_to_sft |",
+              "|---|---|---|---|---|---|---|"]
     for name in MODELS:
         m = ev.get(name, {})
         lines.append(f"| {name} | {_fmt(m.get('ppl_general'))} | {_fmt(m.get('ppl_domain'))} | "
-                     f"{_fmt(m.get('task_accuracy'))} | {_fmt(m.get('reward_score'))} | {_fmt(m.get('kl_to_sft'))} |")
-    results = checks(ev, reward)
+                     f"{_fmt(m.get('task_accuracy'))} | {_fmt(m.get('sentence_share'))} | {_fmt(m.get('reward_score'))} | "
+                     f"{_fmt(m.get('kl_to_sft'))} |")
+    results = checks(ev, reward, _load(Path("metrics/align.json")))
     if results:
         lines += ["", "## Checks", ""] + [f"- [{'x' if ok else ' '}] {what}: {detail}" for what, ok, detail in results]
     by_stage = {r["stage"]: r for r in timings.get("stages", [])}

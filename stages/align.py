@@ -3,8 +3,10 @@
 dpo:  TRL's DPOTrainer on the preference pairs, reference = the SFT model.
 ppo:  the project's PPO trainer (core.ppo): policy and reference from SFT, value model initialised from
       the reward model, rewards from the `reward` stage's model with a per-token KL penalty.
-grpo: TRL's GRPOTrainer on the instruction prompts with a verifiable reward (1 when the sampled answer's
-      label matches the reference's, as nanochat does RL on GSM8K), KL to the SFT model.
+grpo: TRL's GRPOTrainer on the instruction prompts with verifiable rewards, as nanochat does RL on GSM8K and
+      DeepSeek-R1 with accuracy + format rewards: `correct` (1 when the sampled answer's label matches the
+      reference's) plus `format_weight` x `sentence` (1 when the answer is one full sentence, the form the
+      preference data asks for); KL to the SFT model.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from core.config import StageConfig
 from core.hf_trainers import HistoryCallback, common_args
 from core.io import atomic_dir, read_jsonl, write_json
 from core.errors import ConfigError
-from core.lm import answer_of, load_causal_lm, load_tokenizer, require_dir, reward_scores
+from core.lm import answer_of, is_sentence_answer, load_causal_lm, load_tokenizer, require_dir, reward_scores
 from core.ppo import PPOSettings, PPOTrainer, ValueHead
 
 CLEAN = Path("data/clean")
@@ -57,6 +59,7 @@ class GRPOSettings(StageConfig):
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
     log_every: int = Field(10, gt=0)
     gradient_checkpointing: bool = Field(False, description="recompute activations: less memory, slower steps")
+    format_weight: float = Field(0.5, ge=0, description="weight of the full-sentence reward (0: correctness only)")
 
 
 class Config(StageConfig):
@@ -126,10 +129,23 @@ def run_ppo(cfg: Config, tokenizer, dev) -> tuple[torch.nn.Module, list[dict]]:
     return (policy.merge_and_unload() if cfg.ppo.lora else policy), history
 
 
-def verifiable_reward(completions: list, label: list[str], **_) -> list[float]:
+def _texts(completions: list) -> list[str]:
+    return [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+
+
+def correct(completions: list, label: list[str], **_) -> list[float]:
     """1.0 when the completion's checkable answer (answer_of) is the reference's, else 0.0."""
-    texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
-    return [float(answer_of(t) == want) for t, want in zip(texts, label)]
+    return [float(answer_of(t) == want) for t, want in zip(_texts(completions), label)]
+
+
+def sentence(completions: list, **_) -> list[float]:
+    """1.0 when the completion is one full sentence (core.lm.is_sentence_answer), else 0.0."""
+    return [float(is_sentence_answer(t)) for t in _texts(completions)]
+
+
+def verifiable_reward(completions: list, label: list[str], format_weight: float) -> list[float]:
+    """What GRPO maximises: correct + format_weight x sentence (TRL sums the functions with these weights)."""
+    return [c + format_weight * f for c, f in zip(correct(completions, label), sentence(completions))]
 
 
 def run_grpo(cfg: Config, tokenizer) -> tuple[torch.nn.Module, list[dict]]:
@@ -146,10 +162,12 @@ def run_grpo(cfg: Config, tokenizer) -> tuple[torch.nn.Module, list[dict]]:
     args = GRPOConfig(**common_args(WORK, cfg.seed, g.steps, g.batch_size, g.lr, g.warmup_ratio, g.log_every,
                                   g.gradient_checkpointing),
                       num_generations=g.num_generations, max_completion_length=g.max_completion_length,
-                      beta=g.beta, temperature=g.temperature, loss_type=g.loss_type)
+                      beta=g.beta, temperature=g.temperature, loss_type=g.loss_type,
+                      reward_weights=[1.0, g.format_weight] if g.format_weight else None)
     tokenizer.padding_side = "left"
     history = HistoryCallback("align")
-    trainer = GRPOTrainer(model=load_causal_lm(SFT), reward_funcs=verifiable_reward, args=args, train_dataset=ds,
+    rewards = [correct, sentence] if g.format_weight else [correct]
+    trainer = GRPOTrainer(model=load_causal_lm(SFT), reward_funcs=rewards, args=args, train_dataset=ds,
                           processing_class=tokenizer, callbacks=[history])
     trainer.train()
     return trainer.model, [r for r in history.history if "reward" in r]
@@ -163,7 +181,7 @@ def run(cfg: Config) -> dict:
         keys = ["loss", "rewards/margins", "rewards/accuracies"]
     elif cfg.method == "grpo":
         model, history = run_grpo(cfg, tokenizer)
-        keys = ["reward", "kl", "completions/mean_length"]
+        keys = ["reward", "rewards/correct/mean", "rewards/sentence/mean", "kl"]
     else:
         model, history = run_ppo(cfg, tokenizer, dev)
         keys = ["objective/scores", "objective/kl", "objective/rlhf_reward"]
@@ -173,6 +191,8 @@ def run(cfg: Config) -> dict:
     shutil.rmtree(WORK, ignore_errors=True)
     last = history[-1] if history else {}
     metrics = {"method": cfg.method, **{k: v for k, v in last.items() if k != "step" and isinstance(v, float)}}
+    if cfg.method == "grpo":
+        metrics["format_weight"] = cfg.grpo.format_weight
     tracking.save_curves(history, f"align ({cfg.method})", PLOT_PNG, keys, PLOT_DATA)
     write_json(METRICS, metrics)
     return metrics

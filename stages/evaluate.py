@@ -1,7 +1,8 @@
 """Stage `evaluate`: scores the base, domain, sft and aligned models on held-out data.
 
 Per model: perplexity on held-out general and domain text, task accuracy on held-out instructions
-(greedy answers, checked with core.lm.answer_of), mean reward-model score of its answers.
+(greedy answers, checked with core.lm.answer_of), share of answers that are one full sentence (the form the
+preference data asks for, GRPO's format reward), mean reward-model score of its answers.
 The aligned model also gets its KL to the SFT model and its win rate over SFT under the reward model.
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pydantic import Field
 from core import runtime, tracking
 from core.config import StageConfig
 from core.io import atomic_dir, read_jsonl, read_texts, write_json, write_jsonl
-from core.lm import (answer_kl, answer_logprob, answer_of, generate, load_causal_lm, load_tokenizer, mean_nll, pack,
+from core.lm import (answer_kl, answer_logprob, answer_of, generate, is_sentence_answer, load_causal_lm, load_tokenizer, mean_nll, pack,
                      require_dir, reward_scores)
 
 CLEAN = Path("data/clean")
@@ -63,6 +64,7 @@ def run(cfg: Config) -> dict:
             "ppl_general": math.exp(mean_nll(model, held["general"], cfg.batch_size)),
             "ppl_domain": math.exp(mean_nll(model, held["domain"], cfg.batch_size)),
             "task_accuracy": task_accuracy(answers[name], references),
+            "sentence_share": sum(map(is_sentence_answer, answers[name])) / max(len(answers[name]), 1),
             "reward_score": scores[name].mean().item(),
             "answer_logprob": sum(answer_logprob(model, tokenizer, prompts, answers[name], cfg.batch_size))
             / len(prompts),

@@ -105,8 +105,9 @@ def test_grpo_runs_with_the_verifiable_reward(project):
     lifecycle(root, "run", "--set", "align.method=grpo")
     align = json.loads((root / "metrics" / "align.json").read_text())
     assert align["method"] == "grpo"
-    assert {"reward", "kl", "rewards/verifiable_reward/mean", "completions/mean_length"} <= set(align)
-    assert 0.0 <= align["reward"] <= 1.0
+    assert {"reward", "kl", "rewards/correct/mean", "rewards/sentence/mean", "completions/mean_length"} <= set(align)
+    assert align["format_weight"] == 0.5
+    assert 0.0 <= align["reward"] <= 1.5
     rows = json.loads((root / "plots" / "align.json").read_text())
     assert [r["step"] for r in rows] == [1, 2]
 

@@ -72,14 +72,19 @@ def test_masked_whiten_and_adaptive_kl():
     assert ctl.value == pytest.approx(0.1 * (1 + 0.2 * 10 / 100))
 
 
-def test_verifiable_reward_checks_the_answer_label():
-    from stages.align import verifiable_reward
+def test_verifiable_rewards_check_the_label_and_the_sentence_form():
+    from stages.align import correct, sentence, verifiable_reward
 
     completions = [[{"role": "assistant", "content": "The review is positive."}],
                    [{"role": "assistant", "content": "negative"}],
                    [{"role": "assistant", "content": "positive, I think not"}],
-                   "negative"]
-    assert verifiable_reward(completions, label=["positive", "positive", "positive", "negative"]) == [1.0, 0.0, 0.0, 1.0]
+                   "negative",
+                   "The review is negative.\nThe review is negative.",
+                   "the review is negative."]
+    labels = ["positive", "positive", "positive", "negative", "negative", "negative"]
+    assert correct(completions, label=labels) == [1.0, 0.0, 0.0, 1.0, 1.0, 1.0]
+    assert sentence(completions) == [1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    assert verifiable_reward(completions, labels, format_weight=0.5) == [1.5, 0.0, 0.0, 1.0, 1.0, 1.0]
 
 
 def test_ppo_step_with_a_value_head_and_a_lora_policy():

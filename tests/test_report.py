@@ -1,0 +1,27 @@
+"""The report card's checks: which promise each alignment method is held to."""
+from pipelines.report import checks
+
+EV = {"base": {"ppl_domain": 100.0, "ppl_general": 3.0, "task_accuracy": 0.0},
+      "domain": {"ppl_domain": 3.0, "ppl_general": 3.1, "task_accuracy": 0.0},
+      "sft": {"task_accuracy": 1.0, "sentence_share": 0.0, "reward_score": 0.5},
+      "aligned": {"task_accuracy": 1.0, "sentence_share": 0.9, "reward_score": 0.4}}
+
+
+def _by_name(results):
+    return {what: ok for what, ok, _ in results}
+
+
+def test_dpo_and_ppo_are_held_to_the_reward_model_score():
+    results = _by_name(checks(EV, {"accuracy": 0.95}, {"method": "dpo"}))
+    assert results["aligned reward score beats sft"] is False  # 0.5 -> 0.4
+    assert results["sft task accuracy >= domain + 20 points"] is True
+    assert results["reward model held-out accuracy >= 0.85"] is True
+
+
+def test_grpo_is_held_to_its_verifiable_reward():
+    results = _by_name(checks(EV, {"accuracy": 0.95}, {"method": "grpo", "format_weight": 0.5}))
+    assert results["aligned verifiable reward (correct + format) beats sft"] is True  # 1.0 -> 1.45
+    assert "aligned reward score beats sft" not in results
+    worse = {**EV, "aligned": {**EV["aligned"], "task_accuracy": 0.5}}  # 1.0 -> 0.95
+    assert _by_name(checks(worse, {}, {"method": "grpo", "format_weight": 0.5}))[
+        "aligned verifiable reward (correct + format) beats sft"] is False
