@@ -27,6 +27,15 @@ def main(argv: list[str] | None = None) -> None:
     stage.add_argument("name")
     stage.add_argument("--force", action="store_true", help="run even if DVC finds it up to date")
     sub.add_parser("report", help="print the report card")
+    compare = sub.add_parser("compare", help="recent pipeline runs side by side from MLflow: differing params, metrics")
+    compare.add_argument("--last", type=int, default=5, help="how many recent runs (default 5)")
+    harness = sub.add_parser("harness", help="lm-evaluation-harness on a local model directory (extra: harness)")
+    harness.add_argument("--tasks", required=True, help="comma-separated task names, e.g. lifecycle_sentiment")
+    harness.add_argument("--model", default="artifacts/align", help="HF model directory (default artifacts/align)")
+    harness.add_argument("--include-path", action="append", default=[], help="a folder of task YAML files")
+    harness.add_argument("--limit", type=int, default=None, help="examples per task (default all)")
+    harness.add_argument("--batch-size", type=int, default=8)
+    harness.add_argument("--chat", action="store_true", help="wrap prompts in the model's chat template")
     sub.add_parser("data", help="(re)generate the sample data under data/sample")
     args = ap.parse_args(argv)
 
@@ -48,6 +57,18 @@ def main(argv: list[str] | None = None) -> None:
                 raise LifecycleError(f"unknown stage '{args.name}'; stages: {', '.join(stage_names())}")
             cmd = [sys.executable, "-m", "dvc", "repro", "--single-item", args.name] + (["--force"] if args.force else [])
             sys.exit(subprocess.call(cmd))
+        elif args.command == "compare":
+            from pipelines import compare as comparison
+
+            print(comparison.render(comparison.pipeline_runs(args.last)), end="")
+        elif args.command == "harness":
+            from pathlib import Path
+
+            from pipelines import harness as lm_harness
+
+            results = lm_harness.run(Path(args.model), [t for t in args.tasks.split(",") if t],
+                                     [Path(p) for p in args.include_path], args.limit, args.batch_size, args.chat)
+            print(lm_harness.render(results), end="")
         elif args.command == "report":
             from pipelines.report import render
 

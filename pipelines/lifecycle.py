@@ -105,6 +105,10 @@ def build_flow():
 
             report = write_report()
             mlflow.log_artifact(str(report))
+            from prefect.artifacts import create_markdown_artifact
+
+            create_markdown_artifact(markdown=report.read_text(encoding="utf-8"), key="report-card",
+                                     description="Lifecycle report card (reports/report.md)")
         return timings
 
     return lifecycle

@@ -7,7 +7,6 @@ import subprocess
 from pathlib import Path
 
 REPORT = Path("reports/report.md")
-STAGES = ["clean", "tokenizer", "pretrain", "domain", "sft", "reward", "align", "evaluate"]
 MODELS = ["base", "domain", "sft", "aligned"]
 PLOTS = ["pretrain_loss.png", "domain_loss.png", "sft_loss.png", "reward_curves.png", "align_curves.png"]
 
@@ -36,6 +35,7 @@ def headline(stage: str, m: dict) -> str:
         "reward": lambda: f"held-out pairwise accuracy {m['accuracy']:.3f}",
         "align": lambda: f"method {m['method']}",
         "evaluate": lambda: f"aligned win rate vs sft {m['aligned']['win_rate_vs_sft']:.2f}",
+        "promote": lambda: f"{m['model']} v{m['version']}: {'champion' if m['promoted'] else 'candidate only'}",
     }
     try:
         return picks[stage]()
@@ -72,29 +72,105 @@ def checks(ev: dict, reward: dict, align: dict | None = None) -> list[tuple[str,
     return out
 
 
+LM_COLUMNS = ["ppl_general", "ppl_domain", "bpb_general", "bpb_domain"]
+ANSWER_COLUMNS = ["task_accuracy", "sentence_share", "bleu", "rouge_l", "distinct_1", "distinct_2", "answer_logprob",
+                  "reward_score", "win_rate_vs_sft", "kl_to_sft"]
+PACKAGES = ["torch", "transformers", "trl", "peft", "accelerate", "datasets", "datatrove", "prefect", "mlflow", "dvc"]
+SAMPLES = Path("artifacts/evaluate/samples.jsonl")
+
+
+def stage_order() -> list[str]:
+    from ruamel.yaml import YAML
+
+    path = Path("dvc.yaml")
+    return list((YAML(typ="safe").load(path.read_text()) or {}).get("stages") or {}) if path.exists() else []
+
+
+def environment() -> list[str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    def v(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "-"
+
+    import os
+
+    device = "cpu"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            device = f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
+    except ImportError:
+        pass
+    return [f"- python {platform.python_version()} on {platform.platform()} ({os.cpu_count()} CPUs), device: {device}",
+            "- " + ", ".join(f"{p} {v(p)}" for p in PACKAGES)]
+
+
+def data_hashes(lock_path: Path = Path("dvc.lock")) -> list[tuple[str, str]]:
+    """(path, md5) of the pipeline's raw inputs and the cleaned corpus, as dvc.lock recorded them."""
+    from ruamel.yaml import YAML
+
+    if not lock_path.exists():
+        return []
+    clean = ((YAML(typ="safe").load(lock_path.read_text()) or {}).get("stages") or {}).get("clean") or {}
+    rows = [(d["path"], d.get("md5", "")) for d in clean.get("deps", []) if not d["path"].endswith(".py")]
+    return rows + [(o["path"], o.get("md5", "")) for o in clean.get("outs", [])]
+
+
+def _table(columns: list[str], rows: list[list[object]]) -> list[str]:
+    return (["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+            + ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows])
+
+
+def _cell(text: object, limit: int = 90) -> str:
+    text = " ".join(str(text).split()).replace("|", "\\|")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def sample_table(n: int = 5) -> list[str]:
+    if not SAMPLES.exists():
+        return []
+    rows = [json.loads(line) for line in SAMPLES.read_text(encoding="utf-8").splitlines()[:n]]
+    return _table(["prompt", "reference", *MODELS], [[_cell(r["prompt"]), _cell(r["reference"], 40),
+                                                       *(_cell(r.get(m, ""), 40) for m in MODELS)] for r in rows])
+
+
 def render() -> str:
     timings = _load(Path("reports/timings.json"))
     ev = _load(Path("metrics/evaluate.json"))
     reward = _load(Path("metrics/reward.json"))
+    promotion = _load(Path("metrics/promote.json"))
     lines = ["# Lifecycle report card", ""]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    lines += [f"- git commit: `{commit or 'unknown'}`", f"- python {platform.python_version()} on {platform.machine()}"]
+    lines += [f"- git commit: `{commit or 'unknown'}`", *environment()]
     if timings.get("overrides"):
         lines.append(f"- overrides: `{timings['overrides']}`")
-    lines += ["", "## Models (held-out data)", "",
-              "| model | ppl_general | ppl_domain | task_accuracy | sentence_share | reward_score | kl_to_sft |",
-              "|---|---|---|---|---|---|---|"]
-    for name in MODELS:
-        m = ev.get(name, {})
-        lines.append(f"| {name} | {_fmt(m.get('ppl_general'))} | {_fmt(m.get('ppl_domain'))} | "
-                     f"{_fmt(m.get('task_accuracy'))} | {_fmt(m.get('sentence_share'))} | {_fmt(m.get('reward_score'))} | "
-                     f"{_fmt(m.get('kl_to_sft'))} |")
+    hashes = data_hashes()
+    if hashes:
+        lines += ["", "## Data", "", *_table(["path", "md5 (dvc.lock)"], [[p, f"`{h}`"] for p, h in hashes])]
+    lines += ["", "## Models (held-out data)", "", "Language modelling (bits per byte compare across tokenizers):", "",
+              *_table(["model", *LM_COLUMNS], [[n, *(ev.get(n, {}).get(c) for c in LM_COLUMNS)] for n in MODELS]),
+              "", "Answers to held-out task prompts (greedy):", "",
+              *_table(["model", *ANSWER_COLUMNS], [[n, *(ev.get(n, {}).get(c) for c in ANSWER_COLUMNS)]
+                                                   for n in MODELS])]
     results = checks(ev, reward, _load(Path("metrics/align.json")))
     if results:
         lines += ["", "## Checks", ""] + [f"- [{'x' if ok else ' '}] {what}: {detail}" for what, ok, detail in results]
+    if promotion:
+        lines += ["", "## Promotion", "", f"Registered `{promotion['model']}` version {promotion['version']} as "
+                  f"`candidate`; **{'promoted to `champion`' if promotion['promoted'] else 'not promoted'}**.", "",
+                  *_table(["gate", "passed", "value", "bound"],
+                          [[g["name"], "yes" if g["passed"] else "no", g["value"], g["bound"]]
+                           for g in promotion["gates"]])]
+    samples = sample_table()
+    if samples:
+        lines += ["", "## Sample generations", "", *samples]
     by_stage = {r["stage"]: r for r in timings.get("stages", [])}
     lines += ["", "## Stages", "", "| stage | status | wall time (s) | headline |", "|---|---|---|---|"]
-    for stage in STAGES:
+    for stage in stage_order():
         t = by_stage.get(stage, {})
         lines.append(f"| {stage} | {t.get('status', '')} | {_fmt(t.get('wall_s'))} | "
                      f"{headline(stage, _load(Path(f'metrics/{stage}.json')))} |")

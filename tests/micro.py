@@ -80,3 +80,18 @@ def kill_at_checkpoint(proc: subprocess.Popen, min_step: int, before_kill=None) 
             return int(found.group(1))
     proc.wait()
     raise AssertionError(f"the stage finished (exit {proc.returncode}) before a checkpoint at step {min_step}")
+
+
+def save_micro_chat_model(path: Path) -> Path:
+    """A one-layer Llama with the project's tokenizer (chat template included), saved as an HF directory."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from stages import tokenizer as tokenizer_stage
+
+    tok = tokenizer_stage.build(["The review is positive.", "The review is negative."] * 50,
+                                tokenizer_stage.Config(vocab_size=300))
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32,
+                                         num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=64))
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path

@@ -9,7 +9,7 @@ from ruamel.yaml import YAML
 
 from tests.micro import MICRO, lifecycle, make_project
 
-STAGES = ["clean", "tokenizer", "pretrain", "domain", "sft", "reward", "align", "evaluate"]
+STAGES = ["clean", "tokenizer", "pretrain", "domain", "sft", "reward", "align", "evaluate", "promote"]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def test_flow_runs_every_stage_and_logs_to_mlflow(project):
     lock = YAML(typ="safe").load((root / "dvc.lock").read_text())
     assert list(lock["stages"]) == STAGES
     timings = json.loads((root / "reports" / "timings.json").read_text())
-    assert [s["status"] for s in timings["stages"]] == ["ran"] * 8
+    assert [s["status"] for s in timings["stages"]] == ["ran"] * len(STAGES)
     assert timings["overhead_s"] >= 0
     runs = children(root, timings["mlflow_parent_run_id"])
     assert sorted(runs) == sorted(STAGES)
@@ -52,9 +52,11 @@ def test_outputs_and_metrics(project):
         assert (root / "metrics" / f"{stage}.json").exists(), stage
     ev = json.loads((root / "metrics" / "evaluate.json").read_text())
     for model in ("base", "domain", "sft", "aligned"):
-        for key in ("ppl_general", "ppl_domain", "task_accuracy", "reward_score"):
+        for key in ("ppl_general", "ppl_domain", "bpb_general", "bpb_domain", "task_accuracy", "reward_score", "bleu",
+                    "rouge_l", "distinct_1", "distinct_2", "answer_logprob", "sentence_share"):
             assert isinstance(ev[model][key], float), (model, key)
-        assert 0 <= ev[model]["task_accuracy"] <= 1
+        assert 0 <= ev[model]["task_accuracy"] <= 1 and 0 <= ev[model]["bleu"] <= 100
+        assert ev[model]["answer_logprob"] <= 0
     assert ev["aligned"]["kl_to_sft"] >= 0
     assert 0 <= json.loads((root / "metrics" / "reward.json").read_text())["accuracy"] <= 1
     clean = json.loads((root / "metrics" / "clean.json").read_text())
@@ -65,8 +67,32 @@ def test_outputs_and_metrics(project):
         AutoModelForCausalLM.from_pretrained(str(root / "artifacts" / stage))
     AutoModelForSequenceClassification.from_pretrained(str(root / "artifacts" / "reward"))
     assert (root / "artifacts" / "sft" / "adapter" / "adapter_config.json").exists()
+
+
+
+def test_report_card_holds_every_section_and_its_links_resolve(project):
+    import re
+
+    from PIL import Image
+
+    root, _ = project
     report = (root / "reports" / "report.md").read_text()
-    assert "| aligned |" in report and "flow overhead" in report
+    for section in ("## Data", "## Models (held-out data)", "## Checks", "## Promotion", "## Sample generations",
+                    "## Stages", "## Curves"):
+        assert section in report, section
+    assert "- git commit: `" in report and "torch 2.13.0" in report and "flow overhead" in report
+    assert "| data/clean | `" in report  # data hashes from dvc.lock
+    for column in ("bpb_general", "bleu", "rouge_l", "distinct_2", "answer_logprob", "win_rate_vs_sft", "kl_to_sft"):
+        assert column in report, column
+    links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", report)
+    assert len(links) == 5
+    for link in links:
+        png = (root / "reports" / link).resolve()
+        with Image.open(png) as image:  # exists and decodes
+            image.load()
+            assert image.size[0] > 100 and image.size[1] > 100
+    promotion = json.loads((root / "metrics" / "promote.json").read_text())
+    assert promotion["version"] == "1" and promotion["promoted"] is (all(g["passed"] for g in promotion["gates"]))
 
 
 def test_second_repro_is_a_noop(project):
@@ -83,7 +109,7 @@ def test_ppo_is_one_set_away_and_only_reruns_what_changed(project):
     lifecycle(root, "run", "--set", "align.method=ppo")
     timings = json.loads((root / "reports" / "timings.json").read_text())
     status = {s["stage"]: s["status"] for s in timings["stages"]}
-    assert status == {**{s: "skipped" for s in STAGES[:6]}, "align": "ran", "evaluate": "ran"}
+    assert status == {**{s: "skipped" for s in STAGES[:6]}, "align": "ran", "evaluate": "ran", "promote": "ran"}
     align = json.loads((root / "metrics" / "align.json").read_text())
     assert align["method"] == "ppo"
     assert {"objective/kl", "objective/scores", "policy/clipfrac_avg", "loss/value_avg"} <= set(align)
@@ -112,6 +138,17 @@ def test_grpo_runs_with_the_verifiable_reward(project):
     assert [r["step"] for r in rows] == [1, 2]
 
 
+def test_compare_shows_the_last_two_runs_side_by_side_with_their_differences(project):
+    root, _ = project
+    out = lifecycle(root, "compare", "--last", "2").stdout
+    header, _, ppo_row, grpo_row = out.splitlines()[:4]
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    assert "align.method" in columns and "aligned acc" in columns and "champion" in columns
+    method = columns.index("align.method")
+    assert [[c.strip() for c in row.strip("|").split("|")][method] for row in (ppo_row, grpo_row)] == ["ppo", "grpo"]
+    assert "param(s) differ across these 2 runs" in out
+
+
 def test_lora_reward_model_and_ppo_with_value_head_and_lora_policy(project):
     root, _ = project
     lifecycle(root, "run", "--set", "reward.lora={r: 2, alpha: 4}", "--set", "align.method=ppo",
@@ -124,3 +161,24 @@ def test_lora_reward_model_and_ppo_with_value_head_and_lora_policy(project):
 
     saved = load_file(root / "artifacts" / "align" / "model.safetensors")
     assert not any("lora" in k for k in saved)  # the adapter was merged into the saved policy
+
+
+def test_dvc_metrics_and_plots_compare_across_revisions(project):
+    root, _ = project
+    git = ["git", "-c", "user.email=t@localhost", "-c", "user.name=t"]
+    subprocess.run(git + ["add", "-A"], cwd=root, check=True)
+    subprocess.run(git + ["commit", "-qm", "micro run"], cwd=root, check=True)
+
+    def dvc(*args):
+        out = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return out.stdout
+
+    diff = json.loads(dvc("plots", "diff", "HEAD", "--json"))
+    assert not diff.get("errors"), diff.get("errors")
+    assert any("align" in name for name in diff.get("data", {}))
+    shown = dvc("exp", "show", "--no-pager", "--csv")
+    header, *rows = shown.splitlines()
+    assert "aligned.task_accuracy" in header and "promoted" in header
+    head = next(r for r in rows if r.startswith("main,") or r.startswith("master,"))
+    assert "!" not in head.split(",")[2:]  # the committed revision has its metrics

@@ -1,0 +1,111 @@
+"""Stage `promote`: register the aligned model in the MLflow model registry and promote it only if it got better.
+
+Every run logs the aligned model (mlflow.transformers, from the local checkpoint directory) as a new version of
+`model_name` with alias `candidate`. The alias `champion` moves to it only when every gate passes:
+  - general perplexity: aligned vs the domain model, relative rise at most `max_general_ppl_rise`
+  - KL of aligned to SFT on held-out answers at most `max_kl_to_sft`
+  - task accuracy not below the current champion's (minus `task_accuracy_tolerance`); passes when there is none
+Gate values, bounds and the outcome go to metrics/promote.json and the report card.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from core import tracking
+from core.config import StageConfig
+from core.errors import LifecycleError
+from core.io import read_json, write_json
+
+EVALUATION = Path("metrics/evaluate.json")
+MODEL_DIR = Path("artifacts/align")
+METRICS = Path("metrics/promote.json")
+CANDIDATE, CHAMPION = "candidate", "champion"
+
+
+class Config(StageConfig):
+    model_name: str = Field("lifecycle-chat", min_length=1, description="MLflow registered model")
+    max_general_ppl_rise: float = Field(gt=0, description="aligned / domain general perplexity - 1, at most")
+    max_kl_to_sft: float = Field(gt=0)
+    task_accuracy_tolerance: float = Field(0.0, ge=0, description="allowed drop below the champion's accuracy")
+
+
+def gates(cfg: Config, evaluation: dict, champion_accuracy: float | None) -> list[dict]:
+    aligned, domain = evaluation["aligned"], evaluation["domain"]
+    rise = aligned["ppl_general"] / domain["ppl_general"] - 1
+    floor = None if champion_accuracy is None else champion_accuracy - cfg.task_accuracy_tolerance
+    return [
+        {"name": "general_ppl_rise_vs_domain", "value": rise, "bound": cfg.max_general_ppl_rise,
+         "passed": rise <= cfg.max_general_ppl_rise},
+        {"name": "kl_to_sft", "value": aligned["kl_to_sft"], "bound": cfg.max_kl_to_sft,
+         "passed": aligned["kl_to_sft"] <= cfg.max_kl_to_sft},
+        {"name": "task_accuracy_vs_champion", "value": aligned["task_accuracy"], "bound": floor,
+         "passed": floor is None or aligned["task_accuracy"] >= floor - 1e-9},
+    ]
+
+
+def champion_accuracy(client, name: str) -> float | None:
+    """The current champion's held-out task accuracy, from the run that registered it."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        version = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:  # no such model or no champion yet
+        return None
+    metrics = client.get_run(version.run_id).data.metrics
+    if "aligned.task_accuracy" not in metrics:
+        raise LifecycleError(f"champion of '{name}' (version {version.version}) has no aligned.task_accuracy metric")
+    return metrics["aligned.task_accuracy"]
+
+
+def run(cfg: Config) -> dict:
+    import mlflow
+    import torch
+    import transformers
+    from mlflow import MlflowClient
+
+    evaluation = read_json(EVALUATION)
+    if not (MODEL_DIR / "config.json").is_file():
+        raise LifecycleError(f"{MODEL_DIR}: no aligned model (run the align stage first)")
+    if not tracking.active():
+        raise LifecycleError("promote needs an MLflow run (run it through `lifecycle run` or `dvc repro`)")
+    client = MlflowClient()
+    best = champion_accuracy(client, cfg.model_name)
+    results = gates(cfg, evaluation, best)
+    promoted = all(g["passed"] for g in results)
+    tracking.log_metrics({f"aligned.{k}": v for k, v in evaluation["aligned"].items()})
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    # components, not the checkpoint path: MLflow 3.17's path branch breaks on transformers 5's task registry
+    components = {"model": AutoModelForCausalLM.from_pretrained(str(MODEL_DIR), dtype=torch.float32),
+                  "tokenizer": AutoTokenizer.from_pretrained(str(MODEL_DIR))}
+    info = mlflow.transformers.log_model(
+        transformers_model=components, task="text-generation", name="model",
+        registered_model_name=cfg.model_name,
+        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"transformers=={transformers.__version__}"])
+    version = str(info.registered_model_version)
+    client.set_registered_model_alias(cfg.model_name, CANDIDATE, version)
+    if promoted:
+        client.set_registered_model_alias(cfg.model_name, CHAMPION, version)
+    summary = {"model": cfg.model_name, "version": version, "promoted": promoted, "champion_task_accuracy": best,
+               "gates": results}
+    write_json(METRICS, summary)
+    print(f"[promote] {cfg.model_name} v{version}: " + ("champion" if promoted else "candidate only (" + ", ".join(
+        g["name"] for g in results if not g["passed"]) + " failed)"), flush=True)
+    return {"promoted": float(promoted), **{f"gate.{g['name']}": float(g["passed"]) for g in results}}
+
+
+def main() -> None:
+    import os
+
+    # the model is local: without this MLflow asks the hub for a model card and license under its path, and
+    # offline that costs minutes of retries
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from core.stage import stage_main
+
+    stage_main("promote", Config, run)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""Promotion: the gates on fixed numbers, and the MLflow registry over three runs (better, worse, better)."""
+import json
+
+import pytest
+
+from stages import promote
+from tests.micro import save_micro_chat_model
+
+EVAL = {"domain": {"ppl_general": 2.0},
+        "aligned": {"ppl_general": 2.2, "kl_to_sft": 1.0, "task_accuracy": 0.8}}
+
+
+def cfg(**kw):
+    return promote.Config(**{"max_general_ppl_rise": 0.15, "max_kl_to_sft": 2.0, **kw})
+
+
+def _passed(results):
+    return {g["name"]: g["passed"] for g in results}
+
+
+def test_gates_on_fixed_numbers():
+    assert _passed(promote.gates(cfg(), EVAL, None)) == {
+        "general_ppl_rise_vs_domain": True, "kl_to_sft": True, "task_accuracy_vs_champion": True}  # rise 0.10
+    worse = {**EVAL, "aligned": {"ppl_general": 2.4, "kl_to_sft": 2.5, "task_accuracy": 0.7}}
+    assert _passed(promote.gates(cfg(), worse, 0.8)) == {
+        "general_ppl_rise_vs_domain": False, "kl_to_sft": False, "task_accuracy_vs_champion": False}
+    assert _passed(promote.gates(cfg(task_accuracy_tolerance=0.1), worse, 0.8))["task_accuracy_vs_champion"]
+
+
+@pytest.fixture
+def registry(tmp_path, monkeypatch):
+    from core import tracking
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.delenv(tracking.PARENT_ENV, raising=False)
+    save_micro_chat_model(tmp_path / "artifacts" / "align")
+    tracking.setup(tmp_path)
+    return tmp_path
+
+
+def _promote_with(root, accuracy: float) -> dict:
+    from core import tracking
+
+    (root / "metrics").mkdir(exist_ok=True)
+    (root / "metrics" / "evaluate.json").write_text(json.dumps(
+        {**EVAL, "aligned": {**EVAL["aligned"], "task_accuracy": accuracy}}))
+    with tracking.stage_run("promote", {}):
+        promote.run(cfg())
+    return json.loads((root / "metrics" / "promote.json").read_text())
+
+
+def test_registry_promotes_the_better_model_and_refuses_a_worse_one(registry):
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    first = _promote_with(registry, 0.8)
+    assert (first["version"], first["promoted"], first["champion_task_accuracy"]) == ("1", True, None)
+    worse = _promote_with(registry, 0.7)
+    assert (worse["version"], worse["promoted"], worse["champion_task_accuracy"]) == ("2", False, 0.8)
+    assert client.get_model_version_by_alias("lifecycle-chat", "champion").version == 1
+    assert client.get_model_version_by_alias("lifecycle-chat", "candidate").version == 2
+    better = _promote_with(registry, 0.9)
+    assert (better["version"], better["promoted"]) == ("3", True)
+    assert client.get_model_version_by_alias("lifecycle-chat", "champion").version == 3
