@@ -3,11 +3,7 @@ import json
 import subprocess
 import sys
 
-import pytest
-
 from tests.micro import save_micro_chat_model
-
-pytest.importorskip("lm_eval")
 
 TASK = """task: tiny_sentiment
 dataset_path: json
