@@ -15,7 +15,9 @@ from typing import Iterator
 
 EXPERIMENT = "lifecycle"
 PARENT_ENV = "LIFECYCLE_PARENT_RUN_ID"
-SECRET_KEY = re.compile(r"(TOKEN|SECRET|PASSWORD|KEY|CREDENTIAL)", re.I)
+# a key named like a credential (HF_TOKEN, api_key, db_password, ...); a whole word, so max_new_tokens is not one
+SECRET_KEY = re.compile(r"(^|[._-])(TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?|(API|ACCESS|SECRET|PRIVATE)[._-]?KEY)($|[._-])",
+                        re.I)
 
 
 def tracking_uri(root: Path | None = None) -> str:
@@ -52,6 +54,12 @@ def flatten(obj: object, prefix: str = "") -> dict[str, object]:
             out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
         return out
     return {prefix: obj}
+
+
+def numeric_metrics(values: dict, prefix: str = "") -> dict[str, float]:
+    """The numbers (bools as 0/1) in a nested metrics dict, flattened to dotted keys."""
+    return {k: float(v) for k, v in flatten(values, prefix).items()
+            if isinstance(v, (int, float)) and v == v and abs(v) != float("inf")}
 
 
 def safe_params(params: dict[str, object]) -> dict[str, str]:

@@ -91,6 +91,7 @@ def build_flow():
         exp_id = tracking.setup()
         with mlflow.start_run(experiment_id=exp_id, run_name="lifecycle", tags={"pipeline": "lifecycle"}) as parent:
             mlflow.log_params(tracking.safe_params({"override": applied}) if applied else {"override": "none"})
+            mlflow.log_params(tracking.safe_params(params))  # the whole params.yaml: `lifecycle compare` diffs it
             mlflow.set_tag("git_commit", _git_commit())
             env = _stage_env(parent.info.run_id)
             results = [stage_task.with_options(name=f"stage:{name}")(name, env) for name in stage_names()]
@@ -101,6 +102,12 @@ def build_flow():
             write_json(TIMINGS, timings)
             mlflow.log_metrics({"flow_wall_s": flow_wall, "flow_overhead_s": timings["overhead_s"],
                                 **{f"wall_s.{r['stage']}": r["wall_s"] for r in results}})
+            # every stage's metrics file, also for stages DVC skipped or restored from its run cache (those log no
+            # child run): the parent run alone describes the pipeline's current outputs
+            for name in stage_names():
+                path = Path("metrics") / f"{name}.json"
+                if path.exists():
+                    mlflow.log_metrics(tracking.numeric_metrics(json.loads(path.read_text()), name))
             from pipelines.report import write_report
 
             report = write_report()
