@@ -13,11 +13,19 @@ from core import distributed, tracking
 from core.config import load_section
 from core.errors import LifecycleError
 
+# set by the orchestrator while it checks out a stage that a worker ran: DVC should find the worker's run in its
+# run cache; if it calls the command instead, the checkouts differ and running here (on the wrong machine) is wrong
+RESTORE_ONLY_ENV = "LIFECYCLE_RESTORE_ONLY"
+
 
 def stage_main(name: str, config_model: type[BaseModel], run: Callable[[BaseModel], dict]) -> None:
     logging.basicConfig(level=logging.INFO, format=f"[{name}] %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
+        if os.environ.get(RESTORE_ONLY_ENV) == name:
+            raise LifecycleError("this stage ran on a worker, but DVC found no run of it with this checkout's code, "
+                                 "data and params in the run cache pulled from the DVC remote; the worker's "
+                                 "checkout differed (see the worker's log). Nothing was run here")
         config = load_section(name, config_model)
         processes = distributed.requested_processes(config)
         if processes > 1 and not distributed.launched():

@@ -23,6 +23,19 @@ def main(argv: list[str] | None = None) -> None:
                      help="override a params.yaml value (written to params.yaml, so DVC and MLflow record it)")
     run.add_argument("--profile", metavar="NAME_OR_FILE",
                      help="apply profiles/NAME.yaml (nested overrides, e.g. the GPU profile `gpu`) before --set")
+    run.add_argument("--target", dest="targets", action="append", default=[], metavar="STAGE",
+                     help="run only this stage and the stages it depends on (repeatable)")
+    serve = sub.add_parser("serve", help="serve the flow as a Prefect deployment on a cron schedule (blocks)")
+    serve.add_argument("--cron", required=True, help='cron schedule, e.g. "0 2 * * *" (02:00 every night)')
+    serve.add_argument("--timezone", default="UTC")
+    serve.add_argument("--name", default="scheduled", help="deployment name (default: scheduled)")
+    serve.add_argument("--profile", metavar="NAME_OR_FILE", help="profile every scheduled run applies")
+    serve.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    serve.add_argument("--target", dest="targets", action="append", default=[], metavar="STAGE")
+    server = sub.add_parser("server", help="start a Prefect server and an MLflow server (SQLite stores here)")
+    server.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
+    server.add_argument("--prefect-port", type=int, default=4200)
+    server.add_argument("--mlflow-port", type=int, default=5000)
     stage = sub.add_parser("stage", help="run one DVC stage")
     stage.add_argument("name")
     stage.add_argument("--force", action="store_true", help="run even if DVC finds it up to date")
@@ -48,10 +61,23 @@ def main(argv: list[str] | None = None) -> None:
 
             from core.config import profile_overrides
 
-            run_pipeline((profile_overrides(args.profile) if args.profile else []) + args.overrides)
+            run_pipeline((profile_overrides(args.profile) if args.profile else []) + args.overrides, args.targets)
             print(REPORT.read_text())
+        elif args.command == "serve":
+            from prefect.schedules import Cron
+
+            from core.config import profile_overrides
+            from pipelines.lifecycle import lifecycle
+
+            overrides = (profile_overrides(args.profile) if args.profile else []) + args.overrides
+            lifecycle.serve(name=args.name, schedule=Cron(args.cron, timezone=args.timezone), parameters={"overrides": overrides, "targets": args.targets},
+                            limit=1)  # one pipeline run at a time: runs share the workspace
+        elif args.command == "server":
+            from pipelines.servers import serve_forever
+
+            serve_forever(args.host, args.prefect_port, args.mlflow_port)
         elif args.command == "stage":
-            from pipelines.lifecycle import stage_names
+            from pipelines.graph import stage_names
 
             if args.name not in stage_names():
                 raise LifecycleError(f"unknown stage '{args.name}'; stages: {', '.join(stage_names())}")

@@ -2,123 +2,111 @@
 
 Each task runs `dvc repro --single-item <stage>`, so DVC decides whether the stage is stale and an
 unchanged stage is skipped, not re-run. dvc.yaml is the one stage graph; this flow follows it.
+Stages listed in params `orchestration.gpu_stages` run as a deployment on a GPU work pool (pipelines/remote.py).
 """
 from __future__ import annotations
 
 import importlib
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from ruamel.yaml import YAML
+from prefect import flow, task
+from pydantic import BaseModel, ConfigDict
 
 from core import tracking
 from core.config import apply_overrides, load_section, params_path, read_params
-from core.errors import ConfigError, LifecycleError
+from core.errors import ConfigError
 from core.io import write_json
+from pipelines.graph import run_dvc_stage, stage_env, stage_names, stages_for
 
 TIMINGS = Path("reports/timings.json")
 
 
-def stage_names(dvc_file: Path = Path("dvc.yaml")) -> list[str]:
-    stages = YAML(typ="safe").load(dvc_file.read_text(encoding="utf-8")).get("stages") or {}
-    return list(stages)
+class Orchestration(BaseModel):
+    """params.yaml `orchestration`: where stages run (docs/deployment.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+    gpu_stages: list[str] = []
+    gpu_deployment: str = "lifecycle-stage/gpu"
 
 
 def validate_params(path: Path) -> dict:
     """Check every section against its stage's config before any stage runs."""
     params = read_params(path)
     names = stage_names()
-    unknown = sorted(set(params) - set(names) - {"data"})
+    unknown = sorted(set(params) - set(names) - {"data", "orchestration"})
     if unknown:
-        raise ConfigError(f"{path}: unknown section(s) {unknown}; sections are 'data' and {names}")
+        raise ConfigError(f"{path}: unknown section(s) {unknown}; sections are 'data', 'orchestration' and {names}")
     for name in names:
         load_section(name, importlib.import_module(f"stages.{name}").Config, path)
+    orchestration = load_section("orchestration", Orchestration, path) if "orchestration" in params else Orchestration()
+    strange = sorted(set(orchestration.gpu_stages) - set(names))
+    if strange:
+        raise ConfigError(f"{path}: orchestration.gpu_stages names unknown stage(s) {strange}; stages are {names}")
     return params
 
 
-def _stage_env(parent_run_id: str) -> dict:
-    env = dict(os.environ)
-    bin_dir = str(Path(sys.executable).parent)
-    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")  # `python` in dvc.yaml is this interpreter
-    env[tracking.PARENT_ENV] = parent_run_id
-    env["MLFLOW_TRACKING_URI"] = tracking.tracking_uri()
-    return env
+@task(name="dvc-stage", retries=0)
+def stage_task(name: str, env: dict, params: dict, parent_run_id: str) -> dict:
+    orchestration = Orchestration(**params.get("orchestration") or {})
+    if name in orchestration.gpu_stages:
+        from pipelines import remote
+
+        return remote.dispatch(name, env, params, orchestration.gpu_deployment, parent_run_id)
+    return run_dvc_stage(name, env)
 
 
-def run_dvc_stage(name: str, env: dict) -> dict:
-    """Run one DVC stage, streaming its output; report whether DVC ran or skipped it."""
+@flow(name="lifecycle", log_prints=True)
+def lifecycle(overrides: list[str] | None = None, targets: list[str] | None = None) -> dict:
+    """The pipeline: every stage (or `targets` and what they depend on) under one MLflow parent run."""
+    import mlflow
+
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "--single-item", name], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    captured = bytearray()
-    assert proc.stdout is not None
-    while chunk := proc.stdout.read1(4096):
-        captured += chunk
-        sys.stdout.buffer.write(chunk)
-        sys.stdout.flush()
-    code = proc.wait()
-    text = captured.decode("utf-8", "replace")
-    if code != 0:
-        tail = "\n".join(line for line in text.splitlines() if line.startswith(("error", "ERROR")))[-2000:]
-        raise LifecycleError(f"stage '{name}' failed (exit {code}){': ' + tail if tail else ''}")
-    skipped = "didn't change, skipping" in text
-    return {"stage": name, "status": "skipped" if skipped else "ran", "wall_s": time.perf_counter() - start}
+    path = params_path()
+    applied = apply_overrides(path, overrides or [])
+    params = validate_params(path)
+    names = stages_for(targets, params)
+    from pipelines import sample_data
 
+    defaults = {k: str(sample_data.SAMPLE_DIR / f"{k}.jsonl") for k in ("general", "domain", "instructions",
+                                                                         "preferences")}
+    if any(params["data"].get(k) == v for k, v in defaults.items()):
+        sample_data.ensure()
+    exp_id = tracking.setup()
+    with mlflow.start_run(experiment_id=exp_id, run_name="lifecycle", tags={"pipeline": "lifecycle"}) as parent:
+        mlflow.log_params(tracking.safe_params({"override": applied}) if applied else {"override": "none"})
+        mlflow.log_params(tracking.safe_params(params))  # the whole params.yaml: `lifecycle compare` diffs it
+        mlflow.set_tag("git_commit", _git_commit())
+        if targets:
+            mlflow.set_tag("targets", ",".join(targets))
+        run_id = parent.info.run_id
+        env = stage_env(run_id, tracking.tracking_uri())
+        results = [stage_task.with_options(name=f"stage:{name}")(name, env, params, run_id) for name in names]
+        flow_wall = time.perf_counter() - start
+        timings = {"stages": results, "flow_wall_s": flow_wall,
+                   "overhead_s": flow_wall - sum(r["wall_s"] for r in results), "overrides": applied,
+                   "mlflow_parent_run_id": run_id}
+        write_json(TIMINGS, timings)
+        mlflow.log_metrics({"flow_wall_s": flow_wall, "flow_overhead_s": timings["overhead_s"],
+                            **{f"wall_s.{r['stage']}": r["wall_s"] for r in results}})
+        # every stage's metrics file, also for stages DVC skipped or restored from its run cache (those log no
+        # child run): the parent run alone describes the pipeline's current outputs
+        for name in stage_names():
+            metrics_file = Path("metrics") / f"{name}.json"
+            if metrics_file.exists():
+                mlflow.log_metrics(tracking.numeric_metrics(json.loads(metrics_file.read_text()), name))
+        from pipelines.report import write_report
 
-def build_flow():
-    from prefect import flow, task
+        report = write_report()
+        mlflow.log_artifact(str(report))
+        from prefect.artifacts import create_markdown_artifact
 
-    stage_task = task(run_dvc_stage, name="dvc-stage", retries=0)
-
-    @flow(name="lifecycle", log_prints=True)
-    def lifecycle(overrides: list[str] | None = None) -> dict:
-        import mlflow
-
-        start = time.perf_counter()
-        path = params_path()
-        applied = apply_overrides(path, overrides or [])
-        params = validate_params(path)
-        from pipelines import sample_data
-
-        defaults = {k: str(sample_data.SAMPLE_DIR / f"{k}.jsonl") for k in ("general", "domain", "instructions",
-                                                                             "preferences")}
-        if any(params["data"].get(k) == v for k, v in defaults.items()):
-            sample_data.ensure()
-        exp_id = tracking.setup()
-        with mlflow.start_run(experiment_id=exp_id, run_name="lifecycle", tags={"pipeline": "lifecycle"}) as parent:
-            mlflow.log_params(tracking.safe_params({"override": applied}) if applied else {"override": "none"})
-            mlflow.log_params(tracking.safe_params(params))  # the whole params.yaml: `lifecycle compare` diffs it
-            mlflow.set_tag("git_commit", _git_commit())
-            env = _stage_env(parent.info.run_id)
-            results = [stage_task.with_options(name=f"stage:{name}")(name, env) for name in stage_names()]
-            flow_wall = time.perf_counter() - start
-            timings = {"stages": results, "flow_wall_s": flow_wall,
-                       "overhead_s": flow_wall - sum(r["wall_s"] for r in results), "overrides": applied,
-                       "mlflow_parent_run_id": parent.info.run_id}
-            write_json(TIMINGS, timings)
-            mlflow.log_metrics({"flow_wall_s": flow_wall, "flow_overhead_s": timings["overhead_s"],
-                                **{f"wall_s.{r['stage']}": r["wall_s"] for r in results}})
-            # every stage's metrics file, also for stages DVC skipped or restored from its run cache (those log no
-            # child run): the parent run alone describes the pipeline's current outputs
-            for name in stage_names():
-                path = Path("metrics") / f"{name}.json"
-                if path.exists():
-                    mlflow.log_metrics(tracking.numeric_metrics(json.loads(path.read_text()), name))
-            from pipelines.report import write_report
-
-            report = write_report()
-            mlflow.log_artifact(str(report))
-            from prefect.artifacts import create_markdown_artifact
-
-            create_markdown_artifact(markdown=report.read_text(encoding="utf-8"), key="report-card",
-                                     description="Lifecycle report card (reports/report.md)")
-        return timings
-
-    return lifecycle
+        create_markdown_artifact(markdown=report.read_text(encoding="utf-8"), key="report-card",
+                                 description="Lifecycle report card (reports/report.md)")
+    return timings
 
 
 def _git_commit() -> str:
@@ -128,8 +116,8 @@ def _git_commit() -> str:
         return "unknown"
 
 
-def run_pipeline(overrides: list[str] | None = None) -> dict:
-    return build_flow()(overrides=overrides or [])
+def run_pipeline(overrides: list[str] | None = None, targets: list[str] | None = None) -> dict:
+    return lifecycle(overrides=overrides or [], targets=targets or [])
 
 
 if __name__ == "__main__":

@@ -29,9 +29,10 @@ def make_project(dest: Path, scale: float = 0.03) -> Path:
     """A copy of the project (code, dvc.yaml, params.yaml, .dvc) with micro sample data, in its own git repo."""
     for name in ("core", "stages", "pipelines"):
         shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"):
+    for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "prefect.yaml"):
         shutil.copy(ROOT / name, dest / name)
     shutil.copytree(ROOT / ".dvc", dest / ".dvc", ignore=shutil.ignore_patterns("cache", "tmp", "*.lock"))
+    shutil.copytree(ROOT / "deploy", dest / "deploy")
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
     subprocess.run([sys.executable, "-m", "pipelines.sample_data", "--scale", str(scale)], cwd=dest, check=True,
                    capture_output=True)

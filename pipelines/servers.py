@@ -1,0 +1,112 @@
+"""`lifecycle server`: a Prefect server and an MLflow tracking server with SQLite stores under the project.
+
+Both bind 127.0.0.1 unless asked otherwise; put a reverse proxy with authentication in front of them before
+binding anything else (neither server authenticates by default).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+from core.errors import LifecycleError
+
+LOOPBACK = "127.0.0.1"
+
+
+def commands(root: Path, host: str, prefect_port: int, mlflow_port: int) -> dict[str, tuple[list[str], dict, str]]:
+    """{server: (command, extra environment, health URL)}."""
+    prefect_home = root / ".prefect"
+    mlflow_dir = root / "mlflow"
+    return {
+        "prefect": ([sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(prefect_port)],
+                    {"PREFECT_HOME": str(prefect_home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                     "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{prefect_home / 'prefect.db'}"},
+                    f"http://{host}:{prefect_port}/api/health"),
+        "mlflow": ([sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(mlflow_port),
+                    "--backend-store-uri", f"sqlite:///{mlflow_dir / 'mlflow.db'}",
+                    "--artifacts-destination", str(mlflow_dir / "artifacts"), "--workers", "1"],
+                   {}, f"http://{host}:{mlflow_port}/health"),
+    }
+
+
+def client_env(host: str, prefect_port: int, mlflow_port: int) -> dict[str, str]:
+    """What clients (the flow, workers, stages) export to use these servers."""
+    return {"PREFECT_API_URL": f"http://{host}:{prefect_port}/api",
+            "MLFLOW_TRACKING_URI": f"http://{host}:{mlflow_port}"}
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)  # each server has worker children: stop the whole group
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+@contextlib.contextmanager
+def running(root: Path | None = None, host: str = LOOPBACK, prefect_port: int = 4200, mlflow_port: int = 5000,
+            timeout_s: float = 180) -> Iterator[dict[str, str]]:
+    """Start both servers, wait until they answer, yield the client environment, stop them on exit."""
+    root = (root or Path.cwd()).resolve()
+    logs = root / ".servers"
+    logs.mkdir(parents=True, exist_ok=True)
+    (root / "mlflow").mkdir(exist_ok=True)
+    (root / ".prefect").mkdir(exist_ok=True)
+    procs: dict[str, subprocess.Popen] = {}
+    try:
+        for name, (cmd, extra, _) in commands(root, host, prefect_port, mlflow_port).items():
+            with open(logs / f"{name}.log", "ab") as log:
+                procs[name] = subprocess.Popen(cmd, cwd=root, env={**os.environ, **extra}, stdout=log,
+                                               stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout_s
+        for name, (_, _, url) in commands(root, host, prefect_port, mlflow_port).items():
+            while not _healthy(url):
+                if procs[name].poll() is not None:
+                    raise LifecycleError(f"{name} server exited ({procs[name].returncode}); see {logs / name}.log")
+                if time.monotonic() > deadline:
+                    raise LifecycleError(f"{name} server did not answer {url} within {timeout_s:.0f} s; "
+                                         f"see {logs / name}.log")
+                time.sleep(0.5)
+        yield client_env(host, prefect_port, mlflow_port)
+    finally:
+        for proc in procs.values():
+            _stop(proc)
+
+
+def serve_forever(host: str, prefect_port: int, mlflow_port: int) -> None:
+    if host != LOOPBACK:
+        print(f"warning: binding {host}: neither server authenticates; put an authenticating proxy in front",
+              file=sys.stderr)
+    with running(host=host, prefect_port=prefect_port, mlflow_port=mlflow_port) as env:
+        print("Prefect and MLflow servers are up (logs in .servers/). In other shells:")
+        for key, value in env.items():
+            print(f"  export {key}={value}")
+        print("Ctrl-C stops both.", flush=True)
+
+        def interrupt(*_: object) -> None:
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, interrupt)  # stop the servers on SIGTERM too, not just Ctrl-C
+        with contextlib.suppress(KeyboardInterrupt):
+            while True:
+                time.sleep(3600)
