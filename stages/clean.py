@@ -46,7 +46,7 @@ from pydantic import Field
 
 from core import tracking
 from core.config import StageConfig
-from core.errors import ConfigError, InputError
+from core.errors import ConfigError, InputError, LifecycleError
 from core.formats import read_instructions, read_preferences
 from core.io import atomic_dir, write_json, write_jsonl
 from core.quality import (FastC4QualityFilter, FastFineWebQualityFilter, FastGopherQualityFilter,
@@ -408,7 +408,8 @@ class RankFileReader(PipelineStep):
         path = Path(self.folder) / f"{rank:05d}.jsonl"
         if not path.exists():
             return
-        reader = JsonlReader(str(path.parent), glob_pattern=path.name, compression=None)
+        reader = JsonlReader(str(path.parent), glob_pattern=path.name, compression=None,
+                             add_file_path=False)  # the work folder's path changes every run: keep it out of outputs
         yield from reader.read_file(path.name)
 
 
@@ -518,6 +519,13 @@ class Runner:
                                   skip_completed=False, job_name=f"clean-{name}", **self.cfg.options).run()
             while len(list((logs / "completions").glob("*"))) < tasks:
                 time.sleep(10)
+        done = {p.name for p in (logs / "completions").glob("*")}
+        failed = [rank for rank in range(tasks) if f"{rank:05d}" not in done]
+        if failed:  # datatrove logs a failed task and carries on; a partial pass must not pass
+            log = logs / "logs" / f"task_{failed[0]:05d}.log"
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-12:]) if log.exists() else "(no log)"
+            raise LifecycleError(f"pass {name}: {len(failed)} of {tasks} datatrove task(s) failed; "
+                                 f"task {failed[0]}'s log ends:\n{tail}")
         return gather_stats(logs)
 
 
@@ -772,7 +780,7 @@ def run(cfg: Config) -> dict:
     check_inputs(cfg)
     metrics: dict = {}
     with atomic_dir(OUT_DIR) as tmp:
-        work = tmp / ".work"
+        work = (tmp / ".work").resolve()  # absolute: fsspec caches folders by their path string
         runner = Runner(cfg.executor, work)
         tasks = {}
         for name in CORPORA:
@@ -815,4 +823,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # run the module imported under its own name: Ray and Slurm workers unpickle the pipeline's steps and
+    # configs by reference, and cannot import them from another process's `__main__`
+    from stages import clean
+
+    clean.main()
