@@ -64,8 +64,18 @@ def test_scheduled_flow_sends_a_stage_to_a_process_worker_and_logs_to_the_mlflow
     logs = tmp_path / "logs"
     logs.mkdir()
     prefect_port, mlflow_port = free_port(), free_port()
-    with servers.running(tmp_path / "servers", prefect_port=prefect_port, mlflow_port=mlflow_port) as client:
+    (tmp_path / "servers").mkdir()
+    server_env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
+    server = subprocess.Popen([PY, "-m", "pipelines.cli", "server", "--prefect-port", str(prefect_port),
+                               "--mlflow-port", str(mlflow_port)], cwd=tmp_path / "servers", env=server_env,
+                              stdout=open(logs / "server.log", "wb"), stderr=subprocess.STDOUT)
+    try:
+        client = servers.client_env("127.0.0.1", prefect_port, mlflow_port)
         prefect_api, mlflow_uri = client["PREFECT_API_URL"], client["MLFLOW_TRACKING_URI"]
+        wait_for("the servers", lambda: "Ctrl-C stops both" in (logs / "server.log").read_text(), 240,
+                 {"server": server}, logs)
+        assert all(servers._healthy(url) for _, _, url in servers.commands(tmp_path, "127.0.0.1", prefect_port,
+                                                                            mlflow_port).values())
         assert prefect_api.startswith("http://127.0.0.1:") and mlflow_uri.startswith("http://127.0.0.1:")
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         env.update(client, PREFECT_HOME=str(tmp_path / "client-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
@@ -158,6 +168,12 @@ def test_scheduled_flow_sends_a_stage_to_a_process_worker_and_logs_to_the_mlflow
         status = subprocess.run([PY, "-m", "dvc", "status", "tokenizer"], cwd=project, capture_output=True,
                                 text=True, env=env)
         assert "up to date" in status.stdout, status.stdout
+    finally:
+        server.terminate()  # `lifecycle server` stops both servers on SIGTERM (and Ctrl-C)
+        server.wait(timeout=60)
+    assert server.returncode == 0, (logs / "server.log").read_text()[-3000:]
+    assert (tmp_path / "servers" / "mlflow" / "mlflow.db").exists()  # SQLite stores under the project
+    assert (tmp_path / "servers" / ".prefect" / "prefect.db").exists()
     # servers stopped: nothing answers on their ports any more
     for port in (prefect_port, mlflow_port):
         with socket.socket() as sock:
