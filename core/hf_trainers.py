@@ -1,6 +1,8 @@
 """Glue for transformers/TRL/PEFT: device-aware common arguments, LoRA settings, a metrics-history callback."""
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -38,15 +40,17 @@ class LoraSettings(StageConfig):
 
 
 def common_args(output_dir: Path, seed: int, steps: int, batch_size: int, lr: float, warmup_ratio: float,
-                log_every: int, gradient_checkpointing: bool = False) -> dict:
+                log_every: int, gradient_checkpointing: bool = False, checkpoint_every: int = 0) -> dict:
     """Arguments every TRL config in the project shares. bf16 only on a GPU that supports it. TRL turns
     gradient checkpointing on by default; it only trades time for memory, so it is a per-stage choice here,
-    off by default (benchmarks/results/align.json measures the difference)."""
+    off by default (benchmarks/results/align.json measures the difference). `checkpoint_every` > 0 saves a
+    resumable checkpoint (weights, optimizer, scheduler, RNG states) every so many steps, the last two kept."""
     gpu = torch.cuda.is_available()
     return dict(
         output_dir=str(output_dir), seed=seed, data_seed=seed, max_steps=steps, per_device_train_batch_size=batch_size,
         learning_rate=lr, lr_scheduler_type="cosine", warmup_steps=max(1, int(warmup_ratio * steps)),
-        logging_steps=log_every, save_strategy="no", report_to="none", use_cpu=not gpu,
+        logging_steps=log_every, save_strategy="steps" if checkpoint_every else "no",
+        save_steps=checkpoint_every or steps, save_total_limit=2, report_to="none", use_cpu=not gpu,
         bf16=gpu and torch.cuda.is_bf16_supported(), dataloader_num_workers=0, disable_tqdm=False,
         max_grad_norm=1.0, gradient_checkpointing=gradient_checkpointing,
     )
@@ -63,7 +67,61 @@ class HistoryCallback(TrainerCallback):
         logs = {k: float(v) for k, v in (logs or {}).items() if isinstance(v, (int, float))}
         loss = logs.get("loss")
         if loss is not None and not torch.isfinite(torch.tensor(loss)):
-            raise LifecycleError(f"{self.stage}: loss is {loss} at step {state.global_step}; lower the learning rate")
+            raise LifecycleError(f"{self.stage}: loss is {loss} at step {state.global_step}; lower the learning rate "
+                                 f"(the last good checkpoint, if any, stays in {args.output_dir})")
         if logs:
             self.history.append({"step": state.global_step, **logs})
             tracking.log_metrics({k.replace("/", "_"): v for k, v in logs.items()}, step=state.global_step)
+
+
+def resume_point(work_dir: Path, fingerprint: str) -> str | None:
+    """The newest complete checkpoint in `work_dir` of a run with this same `fingerprint` (configuration and
+    inputs), or None. A work folder left by another configuration is cleared: its checkpoints cannot be resumed."""
+    marker = work_dir / "fingerprint.json"
+    if work_dir.exists() and (not marker.exists() or marker.read_text(encoding="utf-8") != fingerprint):
+        shutil.rmtree(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(fingerprint, encoding="utf-8")
+    steps = sorted((int(p.name.split("-")[1]), p) for p in work_dir.glob("checkpoint-*") if p.name[11:].isdigit())
+    for _, ckpt in reversed(steps):
+        try:  # written last: a checkpoint without a readable state was cut off mid-save
+            json.loads((ckpt / "trainer_state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        return str(ckpt)
+    return None
+
+
+def train(trainer, stage: str, work_dir: Path, fingerprint: str) -> object:
+    """trainer.train(), resumed from the last checkpoint of the same run when a kill left one."""
+    checkpoint = resume_point(work_dir, fingerprint)
+    if checkpoint:
+        print(f"{stage}: resumed from {checkpoint}", flush=True)
+    return trainer.train(resume_from_checkpoint=checkpoint)
+
+
+def logged_rows(trainer, key: str) -> list[dict]:
+    """The rows the trainer logged that hold `key` ({step, metric: value}); after a resume these include the
+    rows logged before the kill (they are restored with the checkpoint's trainer state)."""
+    return [{"step": row["step"], **{k: float(v) for k, v in row.items() if k != "step" and isinstance(v, (int, float))}}
+            for row in trainer.state.log_history if key in row]
+
+
+def fingerprint(config, *inputs: Path) -> str:
+    """What a checkpoint must match to be resumed: the stage's config and its inputs' files (name, size, mtime)."""
+    files = []
+    for root in inputs:
+        paths = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+        files += [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths if p.exists()]
+    return json.dumps([config.model_dump(mode="json"), files], sort_keys=True)
+
+
+class CheckpointLog(TrainerCallback):
+    """Says where each checkpoint went (tests and people watching a run wait for these lines)."""
+
+    def __init__(self, stage: str):
+        self.stage = stage
+
+    def on_save(self, args, state, control, **kwargs):
+        print(f"{self.stage}: checkpoint at step {state.global_step} in {args.output_dir}/checkpoint-"
+              f"{state.global_step}", flush=True)

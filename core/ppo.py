@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Callable, Literal, Sequence
 
@@ -17,6 +18,7 @@ from pydantic import Field
 from tqdm import tqdm
 
 from core.config import StageConfig
+from core.errors import LifecycleError
 from core.hf_trainers import LoraSettings
 from core.lm import decode_responses, prompt_batches, sample_tokens
 
@@ -44,6 +46,7 @@ class PPOSettings(StageConfig):
         "model: a separate value model initialised from the reward model; head: a linear head on the policy's "
         "own hidden states (shared backbone, TRL's AutoModelForCausalLMWithValueHead)"))
     lora: LoraSettings | None = Field(None, description="train the policy through a LoRA adapter (merged at the end)")
+    checkpoint_every: int = Field(0, ge=0, description="save a resumable checkpoint every N rounds (0: none)")
 
 
 # --------------------------------------------------------------------------- the maths, unit-tested
@@ -196,7 +199,8 @@ class PPOTrainer:
                 vf_loss, vf_clip = clipped_value_loss(new_v, batch["values"][idx], returns[idx], m, s.cliprange_value)
                 loss = pg_loss + s.vf_coef * vf_loss
                 if not torch.isfinite(loss):
-                    raise FloatingPointError(f"PPO loss is {loss.item()} at step {step}")
+                    raise LifecycleError(f"PPO loss is {loss.item()} at step {step}; lower align.ppo.lr (the last "
+                                         "good checkpoint, if any, is kept)")
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_([p for g in self.opt.param_groups for p in g["params"]], s.grad_clip)
@@ -221,13 +225,67 @@ class PPOTrainer:
         self.log_fn(row, step)
         return row
 
-    def train(self, prompts: Sequence[list[dict]]) -> list[dict]:
-        history = []
-        for step in tqdm(range(1, self.s.steps + 1), desc="ppo", mininterval=2.0):
+    def train(self, prompts: Sequence[list[dict]], checkpoint_dir: Path | None = None,
+              fingerprint: str = "") -> list[dict]:
+        """All rounds; with `checkpoint_dir` and `checkpoint_every`, resumable after a kill on the same curve."""
+        every = self.s.checkpoint_every if checkpoint_dir else 0
+        history = self.load(checkpoint_dir, fingerprint) if every else []
+        if history:
+            print(f"ppo: resumed from {checkpoint_dir / 'last'} at step {len(history)}", flush=True)
+        for step in tqdm(range(len(history) + 1, self.s.steps + 1), desc="ppo", mininterval=2.0,
+                         initial=len(history), total=self.s.steps):
             batch = [prompts[self.rng.randrange(len(prompts))] for _ in range(self.s.batch_size)]
             row = self.step(batch, step)
             history.append({"step": step, **row})
+            if every and step % every == 0 and step < self.s.steps:
+                self.save(checkpoint_dir, history, fingerprint)
+                print(f"ppo: checkpoint at step {step} in {checkpoint_dir / 'last'}", flush=True)
         return history
+
+    def save(self, directory: Path, history: list[dict], fingerprint: str) -> None:
+        from safetensors.torch import save_file
+
+        from core.io import atomic_dir
+
+        def tensors(module) -> dict:  # cloned: tied weights share storage, which safetensors refuses
+            return {k: v.detach().clone().contiguous().cpu() for k, v in module.state_dict().items()}
+
+        with atomic_dir(directory / "last") as tmp:
+            save_file(tensors(self.policy), tmp / "policy.safetensors")
+            save_file(tensors(self.value_model), tmp / "value.safetensors")
+            torch.save({"optimizer": self.opt.state_dict(), "generator": self.gen.get_state(),
+                        # dropout (e.g. a token-classification value head's) draws from the global generators
+                        "torch_rng": torch.get_rng_state(),
+                        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                        "rng": self.rng.getstate(), "kl_coef": self.kl.value, "history": history,
+                        "fingerprint": fingerprint}, tmp / "state.pt")
+
+    def load(self, directory: Path, fingerprint: str) -> list[dict]:
+        """The history so far, with every weight and RNG restored; [] when there is nothing of this run."""
+        from safetensors.torch import load_file
+
+        last = directory / "last"
+        if not (last / "state.pt").exists():
+            return []
+        try:
+            state = torch.load(last / "state.pt", weights_only=True)
+        except Exception as exc:  # a damaged checkpoint must not stop a fresh start
+            print(f"warning: ignoring unreadable checkpoint {last}: {exc}", flush=True)
+            return []
+        if state.get("fingerprint") != fingerprint:
+            print(f"note: {last} belongs to a different configuration or data; starting from scratch", flush=True)
+            return []
+        device = self.policy.device
+        self.policy.load_state_dict(load_file(last / "policy.safetensors", device=str(device)))
+        self.value_model.load_state_dict(load_file(last / "value.safetensors", device=str(device)))
+        self.opt.load_state_dict(state["optimizer"])
+        self.gen.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"]:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.rng.setstate(state["rng"])
+        self.kl.value = state["kl_coef"]
+        return state["history"]
 
 
 def _avg(xs: list[float]) -> float:

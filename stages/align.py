@@ -19,7 +19,8 @@ from pydantic import Field
 
 from core import runtime, tracking
 from core.config import StageConfig
-from core.hf_trainers import HistoryCallback, common_args
+from core import hf_trainers
+from core.hf_trainers import CheckpointLog, HistoryCallback, common_args
 from core.io import atomic_dir, read_jsonl, write_json
 from core.errors import ConfigError
 from core.lm import answer_of, is_sentence_answer, load_causal_lm, load_tokenizer, require_dir, reward_scores
@@ -45,6 +46,7 @@ class DPOSettings(StageConfig):
     max_length: int = Field(256, gt=8)
     log_every: int = Field(10, gt=0)
     gradient_checkpointing: bool = Field(False, description="recompute activations: less memory, slower steps")
+    checkpoint_every: int = Field(0, ge=0, description="save a resumable checkpoint every N steps (0: none)")
 
 
 class GRPOSettings(StageConfig):
@@ -60,6 +62,7 @@ class GRPOSettings(StageConfig):
     log_every: int = Field(10, gt=0)
     gradient_checkpointing: bool = Field(False, description="recompute activations: less memory, slower steps")
     format_weight: float = Field(0.5, ge=0, description="weight of the full-sentence reward (0: correctness only)")
+    checkpoint_every: int = Field(0, ge=0, description="save a resumable checkpoint every N steps (0: none)")
 
 
 class Config(StageConfig):
@@ -82,7 +85,7 @@ def build_dpo_trainer(d: DPOSettings, seed: int, sft: Path, tokenizer, records: 
     from trl import DPOConfig, DPOTrainer
 
     args = DPOConfig(**common_args(work_dir, seed, d.steps, d.batch_size, d.lr, d.warmup_ratio, d.log_every,
-                                 d.gradient_checkpointing),
+                                 d.gradient_checkpointing, d.checkpoint_every),
                      beta=d.beta, loss_type=d.loss_type, max_length=d.max_length)
     tokenizer.padding_side = "right"
     return DPOTrainer(model=load_causal_lm(sft), ref_model=load_causal_lm(sft), args=args,
@@ -93,10 +96,10 @@ def build_dpo_trainer(d: DPOSettings, seed: int, sft: Path, tokenizer, records: 
 def run_dpo(cfg: Config, tokenizer) -> tuple[torch.nn.Module, list[dict]]:
     history = HistoryCallback("align")
     trainer = build_dpo_trainer(cfg.dpo, cfg.seed, SFT, tokenizer, read_jsonl(CLEAN / "preferences.train.jsonl"),
-                                WORK, [history])
-    trainer.train()
+                                WORK, [history, CheckpointLog("align")])
+    hf_trainers.train(trainer, "align", WORK, hf_trainers.fingerprint(cfg, SFT, CLEAN / "preferences.train.jsonl"))
     tokenizer.padding_side = "left"
-    return trainer.model, [r for r in history.history if "loss" in r]
+    return trainer.model, hf_trainers.logged_rows(trainer, "loss")
 
 
 def run_ppo(cfg: Config, tokenizer, dev) -> tuple[torch.nn.Module, list[dict]]:
@@ -125,7 +128,7 @@ def run_ppo(cfg: Config, tokenizer, dev) -> tuple[torch.nn.Module, list[dict]]:
     trainer = PPOTrainer(policy, reference, value_model, tokenizer, score, cfg.ppo, cfg.seed,
                          log_fn=lambda row, step: tracking.log_metrics(
                              {k.replace("/", "_"): v for k, v in row.items()}, step=step))
-    history = trainer.train(prompts)
+    history = trainer.train(prompts, WORK, hf_trainers.fingerprint(cfg, SFT, REWARD, CLEAN / "preferences.train.jsonl"))
     return (policy.merge_and_unload() if cfg.ppo.lora else policy), history
 
 
@@ -160,7 +163,7 @@ def run_grpo(cfg: Config, tokenizer) -> tuple[torch.nn.Module, list[dict]]:
     ds = Dataset.from_list([{"prompt": r["messages"][:-1], "label": answer_of(r["messages"][-1]["content"])}
                             for r in records])
     args = GRPOConfig(**common_args(WORK, cfg.seed, g.steps, g.batch_size, g.lr, g.warmup_ratio, g.log_every,
-                                  g.gradient_checkpointing),
+                                  g.gradient_checkpointing, g.checkpoint_every),
                       num_generations=g.num_generations, max_completion_length=g.max_completion_length,
                       beta=g.beta, temperature=g.temperature, loss_type=g.loss_type,
                       reward_weights=[1.0, g.format_weight] if g.format_weight else None)
@@ -168,9 +171,9 @@ def run_grpo(cfg: Config, tokenizer) -> tuple[torch.nn.Module, list[dict]]:
     history = HistoryCallback("align")
     rewards = [correct, sentence] if g.format_weight else [correct]
     trainer = GRPOTrainer(model=load_causal_lm(SFT), reward_funcs=rewards, args=args, train_dataset=ds,
-                          processing_class=tokenizer, callbacks=[history])
-    trainer.train()
-    return trainer.model, [r for r in history.history if "reward" in r]
+                          processing_class=tokenizer, callbacks=[history, CheckpointLog("align")])
+    hf_trainers.train(trainer, "align", WORK, hf_trainers.fingerprint(cfg, SFT, CLEAN / "instructions.train.jsonl"))
+    return trainer.model, hf_trainers.logged_rows(trainer, "reward")
 
 
 def run(cfg: Config) -> dict:

@@ -12,7 +12,8 @@ from pydantic import Field
 
 from core import runtime, tracking
 from core.config import StageConfig
-from core.hf_trainers import HistoryCallback, LoraSettings, common_args
+from core import hf_trainers
+from core.hf_trainers import CheckpointLog, HistoryCallback, LoraSettings, common_args
 from core.io import atomic_dir, read_jsonl, write_json
 from core.lm import load_tokenizer, require_dir, reward_scores
 
@@ -35,6 +36,7 @@ class Config(StageConfig):
     log_every: int = Field(10, gt=0)
     center_rewards_coefficient: float | None = Field(0.01, ge=0)
     gradient_checkpointing: bool = Field(False, description="recompute activations: less memory, slower steps")
+    checkpoint_every: int = Field(0, ge=0, description="save a resumable checkpoint every N steps (0: none)")
     lora: LoraSettings | None = Field(None, description="train through a LoRA adapter (the score head in full); "
                                                         "null: full fine-tuning")
 
@@ -65,7 +67,7 @@ def build_trainer(cfg: Config, base: Path, tokenizer, records: list[dict], work_
     if cfg.lora:
         cfg.lora.check(model, "reward.lora")
     args = RewardConfig(**common_args(work_dir, cfg.seed, cfg.steps, cfg.batch_size, cfg.lr, cfg.warmup_ratio,
-                                      cfg.log_every, cfg.gradient_checkpointing),
+                                      cfg.log_every, cfg.gradient_checkpointing, cfg.checkpoint_every),
                         max_length=cfg.max_length, center_rewards_coefficient=cfg.center_rewards_coefficient)
     trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(to_trl(records)),
                             processing_class=tokenizer, callbacks=list(callbacks),
@@ -79,8 +81,8 @@ def run(cfg: Config) -> dict:
     train_records = read_jsonl(CLEAN / "preferences.train.jsonl")
     heldout = read_jsonl(CLEAN / "preferences.heldout.jsonl")
     history = HistoryCallback("reward")
-    _, trainer = build_trainer(cfg, BASE, tokenizer, train_records, WORK, [history])
-    trainer.train()
+    _, trainer = build_trainer(cfg, BASE, tokenizer, train_records, WORK, [history, CheckpointLog("reward")])
+    hf_trainers.train(trainer, "reward", WORK, hf_trainers.fingerprint(cfg, BASE, CLEAN / "preferences.train.jsonl"))
     model = trainer.model.to(dev)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     share = trainable / sum(p.numel() for p in model.parameters())
@@ -94,7 +96,7 @@ def run(cfg: Config) -> dict:
         tokenizer.padding_side = "left"
         tokenizer.save_pretrained(tmp)
     shutil.rmtree(WORK, ignore_errors=True)
-    rows = [r for r in history.history if "loss" in r]
+    rows = hf_trainers.logged_rows(trainer, "loss")
     tracking.save_curves(rows, "reward model", PLOT_PNG, ["loss", "accuracy", "margin"], PLOT_DATA)
     write_json(METRICS, metrics)
     return metrics

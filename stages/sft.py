@@ -13,7 +13,8 @@ from pydantic import Field
 from core import runtime, tracking
 from core.config import StageConfig
 from core.errors import ConfigError
-from core.hf_trainers import HistoryCallback, common_args
+from core import hf_trainers
+from core.hf_trainers import CheckpointLog, HistoryCallback, common_args
 from core.hf_trainers import LoraSettings as BaseLora
 from core.io import atomic_dir, read_jsonl, write_json
 from core.lm import load_causal_lm, load_tokenizer
@@ -46,6 +47,7 @@ class Config(StageConfig):
     quantization: Literal["none", "4bit"] = Field("none", description=(
         "4bit: QLoRA, the frozen base in 4-bit NF4 (bitsandbytes, CUDA only); the merged model is full precision"))
     gradient_checkpointing: bool = Field(False, description="recompute activations: less memory, slower steps")
+    checkpoint_every: int = Field(0, ge=0, description="save a resumable checkpoint every N steps (0: none)")
     lora: LoraSettings = LoraSettings()
 
 
@@ -62,7 +64,7 @@ def build_trainer(cfg: Config, model, tokenizer, records: list[dict], work_dir: 
     cfg.lora.check(model, "sft.lora")
     tokenizer.padding_side = "right"
     args = SFTConfig(**common_args(work_dir, cfg.seed, cfg.steps, cfg.batch_size, cfg.lr, cfg.warmup_ratio,
-                                   cfg.log_every, cfg.gradient_checkpointing),
+                                   cfg.log_every, cfg.gradient_checkpointing, cfg.checkpoint_every),
                      max_length=cfg.max_length, completion_only_loss=True, packing=cfg.packing)
     return SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(to_prompt_completion(records)),
                       processing_class=tokenizer, peft_config=cfg.lora.peft_config("CAUSAL_LM"),
@@ -94,8 +96,8 @@ def run(cfg: Config) -> dict:
     model = load_4bit(BASE, cfg) if cfg.quantization == "4bit" else load_causal_lm(BASE)
     history = HistoryCallback("sft")
     records = read_jsonl(CLEAN / "instructions.train.jsonl")
-    trainer = build_trainer(cfg, model, tokenizer, records, WORK, [history])
-    result = trainer.train()
+    trainer = build_trainer(cfg, model, tokenizer, records, WORK, [history, CheckpointLog("sft")])
+    result = hf_trainers.train(trainer, "sft", WORK, hf_trainers.fingerprint(cfg, BASE, CLEAN / "instructions.train.jsonl"))
     peft_model = trainer.model
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in peft_model.parameters())
@@ -111,8 +113,10 @@ def run(cfg: Config) -> dict:
         tokenizer.padding_side = "left"
         tokenizer.save_pretrained(tmp)
     shutil.rmtree(WORK, ignore_errors=True)
-    rows = [r for r in history.history if "loss" in r]
-    metrics = {"train_loss": result.training_loss, "final_loss": rows[-1]["loss"] if rows else result.training_loss,
+    rows = hf_trainers.logged_rows(trainer, "loss")
+    # the mean of the logged losses, not the trainer's own average (which restarts at a resume)
+    mean_loss = sum(r["loss"] for r in rows) / len(rows) if rows else result.training_loss
+    metrics = {"train_loss": mean_loss, "final_loss": rows[-1]["loss"] if rows else result.training_loss,
                "trainable_params": trainable, "trainable_share": trainable / total, "train_examples": len(records)}
     tracking.save_curves(rows, "sft (LoRA)", PLOT_PNG, ["loss", "learning_rate"], PLOT_DATA)
     write_json(METRICS, metrics)

@@ -1,0 +1,89 @@
+"""Fault injection for the TRL-based and PPO training stages (pretrain and domain: tests/test_training.py).
+
+Each stage is SIGKILLed twice at checkpoints picked by a seeded random draw, rerun after each kill, and must end
+on the curve and metrics of an uninterrupted run; a killed run leaves no output behind and DVC caches none.
+"""
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from core.config import apply_overrides
+from tests.micro import MICRO, kill_at_checkpoint, make_project, stage_env, start_stage
+
+STEPS = 8
+FAULTS = [  # every stage with checkpoints every 2 steps and a loss row every step
+    f"sft.steps={STEPS}", "sft.checkpoint_every=2", "sft.log_every=1",
+    f"reward.steps={STEPS}", "reward.checkpoint_every=2", "reward.log_every=1",
+    f"align.dpo.steps={STEPS}", "align.dpo.checkpoint_every=2", "align.dpo.log_every=1",
+    f"align.ppo.steps={STEPS}", "align.ppo.checkpoint_every=2",
+    f"align.grpo.steps={STEPS}", "align.grpo.checkpoint_every=2", "align.grpo.log_every=1",
+]
+OUTPUTS = {"sft": "artifacts/sft", "reward": "artifacts/reward", "align": "artifacts/align"}
+TIMING = {"train_runtime", "train_samples_per_second", "train_steps_per_second", "step_time",
+          "num_tokens"}  # TRL's running count of tokens seen is not in its checkpoints: it restarts at a resume
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = make_project(tmp_path_factory.mktemp("faults"))
+    apply_overrides(root / "params.yaml", MICRO + FAULTS)
+    for stage in ("clean", "tokenizer", "pretrain", "domain", "sft", "reward"):
+        run_stage(root, stage)
+    return root
+
+
+def run_stage(root, stage):
+    proc = subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=root, env=stage_env(root),
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def result(root, stage):
+    rows = json.loads((root / "plots" / f"{stage}.json").read_text())
+    metrics = json.loads((root / "metrics" / f"{stage}.json").read_text())
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows], metrics
+
+
+def weights(root, stage):
+    from safetensors.torch import load_file
+
+    return load_file(str(root / OUTPUTS[stage] / "model.safetensors"))
+
+
+@pytest.mark.parametrize("stage, method, seed", [("sft", None, 0), ("reward", None, 1), ("align", "dpo", 2),
+                                                 ("align", "ppo", 3), ("align", "grpo", 4)])
+def test_killed_twice_at_random_steps_resumes_onto_the_uninterrupted_run(project, stage, method, seed):
+    if method:
+        apply_overrides(project / "params.yaml", [f"align.method={method}"])
+    run_stage(project, stage)
+    expected, expected_metrics = result(project, stage)
+    expected_weights = weights(project, stage)
+    assert not (project / "checkpoints" / stage).exists()  # a finished run leaves nothing to resume
+
+    shutil.rmtree(project / OUTPUTS[stage])
+    for name in (f"metrics/{stage}.json", f"plots/{stage}.json"):
+        (project / name).unlink()
+    first, second = sorted(random.Random(seed).sample(range(2, STEPS, 2), 2))
+    resumed_from = []
+    for kill_step in (first, second):
+        killed_at = kill_at_checkpoint(start_stage(project, stage), kill_step)
+        assert killed_at >= kill_step
+        assert not (project / OUTPUTS[stage]).exists() and not (project / "metrics" / f"{stage}.json").exists()
+        resumed_from.append(killed_at)
+    proc = run_stage(project, stage)
+    assert "resumed from" in proc.stdout and f"{resumed_from[-1]}" in proc.stdout.split("resumed from", 1)[1]
+    rows, metrics = result(project, stage)
+    assert [r["step"] for r in rows] == [r["step"] for r in expected]
+    for got, want in zip(rows, expected):
+        assert got == pytest.approx(want, rel=1e-4, abs=1e-6), got["step"]
+    numeric = {k: v for k, v in expected_metrics.items() if isinstance(v, float) and k not in TIMING}
+    assert {k: metrics[k] for k in numeric} == pytest.approx(numeric, rel=1e-4, abs=1e-6)
+    got_weights = weights(project, stage)
+    assert max((got_weights[k] - w).abs().max().item() for k, w in expected_weights.items()) < 1e-4
