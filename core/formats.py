@@ -8,8 +8,10 @@ Every reader names the file (and line, where there is one) when it cannot make s
 """
 from __future__ import annotations
 
+import gzip
 import json
 import re
+import zlib
 from pathlib import Path
 from typing import Iterator
 
@@ -25,12 +27,16 @@ def _is_hf_dataset_dir(path: Path) -> bool:
 
 
 def _read_json_file(path: Path) -> Iterator[tuple[str, dict]]:
-    """Yield (location, row) from .json (array or object of rows) or .jsonl."""
+    """Yield (location, row) from .json (array or object of rows) or .jsonl, either also gzipped (.gz)."""
+    compressed = path.suffix.lower() == ".gz"
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = gzip.decompress(path.read_bytes()) if compressed else path.read_bytes()
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InputError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
-    if path.suffix == ".json":
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InputError(f"{path}: unreadable gzip file ({exc or type(exc).__name__})") from None
+    if (Path(path.stem).suffix if compressed else path.suffix).lower() == ".json":
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -108,7 +114,7 @@ def iter_rows(spec: str | Path) -> Iterator[tuple[str, dict]]:
     if path.stat().st_size == 0:
         raise InputError(f"{path}: file is empty")
     suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".json"):
+    if suffix in (".jsonl", ".json") or "".join(path.suffixes[-2:]).lower() in (".jsonl.gz", ".json.gz"):
         yield from _read_json_file(path)
     elif suffix == ".parquet":
         yield from _read_parquet(path)
@@ -123,7 +129,7 @@ def iter_rows(spec: str | Path) -> Iterator[tuple[str, dict]]:
                 yield f"{path}: block {i}", {"text": block.strip()}
     else:
         raise InputError(f"{path}: unsupported format '{suffix or 'no extension'}' "
-                         "(expected .txt, .jsonl, .json, .parquet or a saved HF dataset)")
+                         "(expected .txt, .jsonl, .json (optionally .gz), .parquet or a saved HF dataset)")
 
 
 # --------------------------------------------------------------------------- corpus

@@ -52,11 +52,29 @@ def adopt_tokenizer(tok) -> int:
     return added
 
 
+def load_pretrained(cls, path: str | Path, what: str = "model", **kwargs):
+    """`cls.from_pretrained(path)` in fp32, with an error naming the directory when its files are damaged."""
+    path = require_dir(path, what)
+    try:
+        return cls.from_pretrained(str(path), dtype=torch.float32, **kwargs)
+    except Exception as exc:  # noqa: BLE001 (safetensors, torch and transformers each raise their own types)
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path}: cannot load the {what} ({type(exc).__name__}: {message[:300]}); "
+                         "rerun the stage that produces it") from None
+
+
 def load_causal_lm(path: str | Path, trust_remote_code: bool = False):
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(str(require_dir(path, "model")), dtype=torch.float32,
-                                                trust_remote_code=trust_remote_code)
+    return load_pretrained(AutoModelForCausalLM, path, trust_remote_code=trust_remote_code)
+
+
+def require_same_tokenizer(tokenizer, path: str | Path, what: str) -> None:
+    """A model scored through `tokenizer` must have been trained with the same vocabulary."""
+    theirs = load_tokenizer(path)
+    if theirs.get_vocab() != tokenizer.get_vocab():
+        raise InputError(f"{path}: the {what}'s tokenizer ({len(theirs)} tokens) differs from the one it is used "
+                         f"with here ({len(tokenizer)} tokens); retrain the {what} from this pipeline's models")
 
 
 def prompt_text(tokenizer, messages: list[dict]) -> str:

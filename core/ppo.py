@@ -245,12 +245,13 @@ class PPOTrainer:
     def save(self, directory: Path, history: list[dict], fingerprint: str) -> None:
         from safetensors.torch import save_file
 
-        from core.io import atomic_dir
+        from core.io import atomic_dir, weight_bytes
 
         def tensors(module) -> dict:  # cloned: tied weights share storage, which safetensors refuses
             return {k: v.detach().clone().contiguous().cpu() for k, v in module.state_dict().items()}
 
-        with atomic_dir(directory / "last") as tmp:
+        need = 3 * weight_bytes(self.policy) + weight_bytes(self.value_model)  # + Adam moments
+        with atomic_dir(directory / "last", need) as tmp:
             save_file(tensors(self.policy), tmp / "policy.safetensors")
             save_file(tensors(self.value_model), tmp / "value.safetensors")
             torch.save({"optimizer": self.opt.state_dict(), "generator": self.gen.get_state(),

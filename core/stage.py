@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import time
 from typing import Callable
 
 from pydantic import BaseModel
 
-from core import distributed, tracking
+from core import distributed, process, tracking
 from core.config import load_section
 from core.errors import LifecycleError
 
@@ -18,8 +19,25 @@ from core.errors import LifecycleError
 RESTORE_ONLY_ENV = "LIFECYCLE_RESTORE_ONLY"
 
 
+_STAGE_PID = os.getpid()
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    # SIGTERM (a cancelled Prefect run, `kill`, a pod stopping) unwinds like an error: the MLflow run ends
+    # FAILED and atomic writes delete their temporary folders
+    if os.getpid() != _STAGE_PID:  # a forked worker (datatrove's pool, its manager) dies as its parent expects
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
+    raise SystemExit(128 + signum)
+
+
 def stage_main(name: str, config_model: type[BaseModel], run: Callable[[BaseModel], dict]) -> None:
     logging.basicConfig(level=logging.INFO, format=f"[{name}] %(message)s")
+    global _STAGE_PID
+    _STAGE_PID = os.getpid()
+    signal.signal(signal.SIGTERM, _terminate)
+    process.die_with_parent()  # `dvc repro` (or the launcher of this rank) killed: stop here too
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         if os.environ.get(RESTORE_ONLY_ENV) == name:

@@ -15,6 +15,7 @@ from typing import Iterator
 
 EXPERIMENT = "lifecycle"
 PARENT_ENV = "LIFECYCLE_PARENT_RUN_ID"
+HOST_TAG, PID_TAG = "lifecycle.host", "lifecycle.pid"  # who holds a RUNNING run (orphans are found by these)
 # a key named like a credential (HF_TOKEN, api_key, db_password, ...); a whole word, so max_new_tokens is not one
 SECRET_KEY = re.compile(r"(^|[._-])(TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?|(API|ACCESS|SECRET|PRIVATE)[._-]?KEY)($|[._-])",
                         re.I)
@@ -77,11 +78,47 @@ def stage_run(stage: str, params: dict) -> Iterator[object]:
 
     exp_id = setup()
     parent = os.environ.get(PARENT_ENV) or None
-    tags = {"stage": stage, "mlflow.runName": stage}
+    end_orphaned_runs(exp_id)
+    tags = {"stage": stage, "mlflow.runName": stage, **owner_tags()}
     with mlflow.start_run(experiment_id=exp_id, run_name=stage, parent_run_id=parent, tags=tags,
                           nested=parent is not None) as run:
         mlflow.log_params(safe_params({stage: params}))
         yield run
+
+
+def owner_tags() -> dict[str, str]:
+    import socket
+
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def end_orphaned_runs(experiment_id: str) -> list[str]:
+    """End as FAILED the runs this machine left RUNNING when a process died without closing them (SIGKILL,
+    out of memory, power loss). An exception or SIGTERM closes a run as FAILED on its own (core.stage)."""
+    import socket
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    host, ended = socket.gethostname(), []
+    for run in client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=500):
+        tags = run.data.tags
+        pid = tags.get(PID_TAG, "")
+        if tags.get(HOST_TAG) == host and pid.isdigit() and not _alive(int(pid)):
+            client.set_tag(run.info.run_id, "lifecycle.ended", f"process {pid} died without ending the run")
+            client.set_terminated(run.info.run_id, "FAILED")
+            ended.append(run.info.run_id)
+    return ended
 
 
 def active() -> bool:

@@ -133,7 +133,8 @@ def save_checkpoint(directory: Path, model, opt, sched, state: dict) -> None:
     weights = distributed.full_state_dict(model)
     optimizer = distributed.full_optimizer_state(model, opt)
     if distributed.is_main():
-        with atomic_dir(directory / "last") as tmp:
+        need = sum(t.numel() * t.element_size() for t in weights.values()) * 3  # weights + two Adam moments
+        with atomic_dir(directory / "last", need) as tmp:
             model.save_pretrained(tmp, state_dict=weights, safe_serialization=True)
             torch.save({"optimizer": optimizer, "scheduler": sched.state_dict(), **state}, tmp / STATE)
     distributed.barrier()
@@ -282,7 +283,7 @@ def save_model(model, tokenizer, out_dir: Path) -> None:
 
     weights = distributed.full_state_dict(model)
     if distributed.is_main():
-        with atomic_dir(out_dir) as tmp:
+        with atomic_dir(out_dir, sum(t.numel() * t.element_size() for t in weights.values())) as tmp:
             model.save_pretrained(tmp, state_dict=weights, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
     distributed.barrier()

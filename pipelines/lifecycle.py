@@ -6,23 +6,27 @@ Stages listed in params `orchestration.gpu_stages` run as a deployment on a GPU 
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
+import os
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from prefect import flow, task
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from core import tracking
 from core.config import apply_overrides, load_section, params_path, read_params
-from core.errors import ConfigError
+from core.errors import ConfigError, LifecycleError
 from core.io import write_json
 from pipelines.graph import run_dvc_stage, stage_env, stage_names, stages_for
 
 TIMINGS = Path("reports/timings.json")
+LOCK = Path(".lifecycle.lock")
 
 
 class Orchestration(BaseModel):
@@ -31,6 +35,16 @@ class Orchestration(BaseModel):
     model_config = ConfigDict(extra="forbid")
     gpu_stages: list[str] = []
     gpu_deployment: str = "lifecycle-stage/gpu"
+    retries: dict[str, int] = {}
+    retry_delay_s: float = 30.0
+
+    @field_validator("retries")
+    @classmethod
+    def _non_negative(cls, value: dict[str, int]) -> dict[str, int]:
+        bad = {k: v for k, v in value.items() if v < 0}
+        if bad:
+            raise ValueError(f"retries must be >= 0: {bad}")
+        return value
 
 
 def validate_params(path: Path) -> dict:
@@ -43,9 +57,10 @@ def validate_params(path: Path) -> dict:
     for name in names:
         load_section(name, importlib.import_module(f"stages.{name}").Config, path)
     orchestration = load_section("orchestration", Orchestration, path) if "orchestration" in params else Orchestration()
-    strange = sorted(set(orchestration.gpu_stages) - set(names))
-    if strange:
-        raise ConfigError(f"{path}: orchestration.gpu_stages names unknown stage(s) {strange}; stages are {names}")
+    for key in ("gpu_stages", "retries"):
+        strange = sorted(set(getattr(orchestration, key)) - set(names))
+        if strange:
+            raise ConfigError(f"{path}: orchestration.{key} names unknown stage(s) {strange}; stages are {names}")
     return params
 
 
@@ -59,15 +74,52 @@ def stage_task(name: str, env: dict, params: dict, parent_run_id: str) -> dict:
     return run_dvc_stage(name, env)
 
 
+def stage_task_for(name: str, orchestration: Orchestration):
+    """The stage's task with its retries (a retried training stage resumes from its last checkpoint)."""
+    return stage_task.with_options(name=f"stage:{name}", retries=orchestration.retries.get(name, 0),
+                                   retry_delay_seconds=orchestration.retry_delay_s)
+
+
+@contextlib.contextmanager
+def exclusive(lock_path: Path = LOCK):
+    """One pipeline run at a time per checkout: runs share params.yaml, dvc.lock and the outputs."""
+    import fcntl
+
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+", encoding="utf-8") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise LifecycleError(f"another pipeline run holds {lock_path} ({holder}); wait for it to finish, "
+                                 "or stop it (a killed run releases the lock)") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fh.seek(0)
+            fh.truncate()  # the lock itself goes with the file descriptor, also when the process is killed
+
+
 @flow(name="lifecycle", log_prints=True)
 def lifecycle(overrides: list[str] | None = None, targets: list[str] | None = None) -> dict:
     """The pipeline: every stage (or `targets` and what they depend on) under one MLflow parent run."""
+    with exclusive():
+        return _run(overrides, targets)
+
+
+def _run(overrides: list[str] | None, targets: list[str] | None) -> dict:
     import mlflow
 
     start = time.perf_counter()
     path = params_path()
     applied = apply_overrides(path, overrides or [])
     params = validate_params(path)
+    orchestration = Orchestration(**params.get("orchestration") or {})
     names = stages_for(targets, params)
     from pipelines import sample_data
 
@@ -76,7 +128,9 @@ def lifecycle(overrides: list[str] | None = None, targets: list[str] | None = No
     if any(params["data"].get(k) == v for k, v in defaults.items()):
         sample_data.ensure()
     exp_id = tracking.setup()
-    with mlflow.start_run(experiment_id=exp_id, run_name="lifecycle", tags={"pipeline": "lifecycle"}) as parent:
+    tracking.end_orphaned_runs(exp_id)
+    with mlflow.start_run(experiment_id=exp_id, run_name="lifecycle",
+                          tags={"pipeline": "lifecycle", **tracking.owner_tags()}) as parent:
         mlflow.log_params(tracking.safe_params({"override": applied}) if applied else {"override": "none"})
         mlflow.log_params(tracking.safe_params(params))  # the whole params.yaml: `lifecycle compare` diffs it
         mlflow.set_tag("git_commit", _git_commit())
@@ -84,7 +138,7 @@ def lifecycle(overrides: list[str] | None = None, targets: list[str] | None = No
             mlflow.set_tag("targets", ",".join(targets))
         run_id = parent.info.run_id
         env = stage_env(run_id, tracking.tracking_uri())
-        results = [stage_task.with_options(name=f"stage:{name}")(name, env, params, run_id) for name in names]
+        results = [stage_task_for(name, orchestration)(name, env, params, run_id) for name in names]
         flow_wall = time.perf_counter() - start
         timings = {"stages": results, "flow_wall_s": flow_wall,
                    "overhead_s": flow_wall - sum(r["wall_s"] for r in results), "overrides": applied,

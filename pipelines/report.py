@@ -138,6 +138,17 @@ def sample_table(n: int = 5) -> list[str]:
                                                        *(_cell(r.get(m, ""), 40) for m in MODELS)] for r in rows])
 
 
+def remote_code_keys(params_file: Path = Path("params.yaml")) -> list[str]:
+    """The params keys that turn on trust_remote_code (flagged at the top of the report)."""
+    from core.config import read_params
+    from core.tracking import flatten
+
+    if not params_file.exists():
+        return []
+    return sorted(k for k, v in flatten(read_params(params_file)).items()
+                  if k.rsplit(".", 1)[-1] == "trust_remote_code" and v is True)
+
+
 def render() -> str:
     timings = _load(Path("reports/timings.json"))
     ev = _load(Path("metrics/evaluate.json"))
@@ -148,6 +159,10 @@ def render() -> str:
     lines += [f"- git commit: `{commit or 'unknown'}`", *environment()]
     if timings.get("overrides"):
         lines.append(f"- overrides: `{timings['overrides']}`")
+    remote_code = remote_code_keys()
+    if remote_code:
+        lines += ["", f"> **Warning: `trust_remote_code` is on** ({', '.join(remote_code)}): Python code shipped with "
+                  "a checkpoint ran in this pipeline. Turn it on only for checkpoints whose code you have read."]
     hashes = data_hashes()
     if hashes:
         lines += ["", "## Data", "", *_table(["path", "md5 (dvc.lock)"], [[p, f"`{h}`"] for p, h in hashes])]

@@ -21,9 +21,10 @@ from core import runtime, tracking
 from core.config import StageConfig
 from core import hf_trainers
 from core.hf_trainers import CheckpointLog, HistoryCallback, common_args
-from core.io import atomic_dir, read_jsonl, write_json
+from core.io import atomic_dir, read_jsonl, write_json, weight_bytes
 from core.errors import ConfigError
-from core.lm import answer_of, is_sentence_answer, load_causal_lm, load_tokenizer, require_dir, reward_scores
+from core.lm import (answer_of, is_sentence_answer, load_causal_lm, load_pretrained, load_tokenizer,
+                     require_same_tokenizer, reward_scores)
 from core.ppo import PPOSettings, PPOTrainer, ValueHead
 
 CLEAN = Path("data/clean")
@@ -112,14 +113,14 @@ def run_ppo(cfg: Config, tokenizer, dev) -> tuple[torch.nn.Module, list[dict]]:
         cfg.ppo.lora.check(policy, "align.ppo.lora")
         policy = get_peft_model(policy, cfg.ppo.lora.peft_config("CAUSAL_LM"))
     reference = load_causal_lm(SFT).to(dev).eval()
-    rm_path = str(require_dir(REWARD, "reward model"))
-    reward_model = AutoModelForSequenceClassification.from_pretrained(rm_path, dtype=torch.float32).to(dev).eval()
+    require_same_tokenizer(tokenizer, REWARD, "reward model")
+    reward_model = load_pretrained(AutoModelForSequenceClassification, REWARD, "reward model").to(dev).eval()
     reward_model.requires_grad_(False)
     if cfg.ppo.value == "head":
         value_model = ValueHead(policy)
     else:
-        value_model = AutoModelForTokenClassification.from_pretrained(rm_path, num_labels=1,
-                                                                      dtype=torch.float32).to(dev)
+        value_model = load_pretrained(AutoModelForTokenClassification, REWARD, "reward model",
+                                      num_labels=1).to(dev)
     prompts = [r["prompt"] for r in read_jsonl(CLEAN / "preferences.train.jsonl")]
 
     def score(batch_prompts, answers):
@@ -188,7 +189,7 @@ def run(cfg: Config) -> dict:
     else:
         model, history = run_ppo(cfg, tokenizer, dev)
         keys = ["objective/scores", "objective/kl", "objective/rlhf_reward"]
-    with atomic_dir(OUT_DIR) as tmp:
+    with atomic_dir(OUT_DIR, weight_bytes(model)) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
     shutil.rmtree(WORK, ignore_errors=True)

@@ -479,6 +479,26 @@ class VerifyPairs(PipelineStep):
 
 
 # --------------------------------------------------------------------------- execution
+def _no_tracebacks(record) -> bool:
+    # a failing task is reported once, by the stage (with the end of its log); its traceback stays in that log
+    return record["exception"] is None
+
+
+def _task_logger(logging_dir, rank: int, local_rank: int = 0, node_rank: int = -1):
+    """datatrove's add_task_logger, quieter: the task log file gets everything, the console warnings only
+    (datatrove's own puts every task's INFO lines and error tracebacks on the console)."""
+    import sys
+
+    from loguru import logger
+
+    logger.remove()
+    logfile = logging_dir.open(f"logs/task_{rank:05d}.log", "w")
+    fmt = "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <8} | {name}:{function}:{line} - {message}"
+    logger.add(sys.stderr, level="WARNING", format=fmt, filter=_no_tracebacks)
+    logger.add(logfile, level="DEBUG", format=fmt, colorize=False)
+    return logfile
+
+
 class Runner:
     """Runs datatrove passes on the configured executor and gathers their stats."""
 
@@ -491,7 +511,10 @@ class Runner:
         self.workers = cfg.workers or os.cpu_count() or 1
         # datatrove's per-task logs stay in the work folder; the console gets one line per pass
         logger.remove()
-        logger.add(sys.stderr, level="WARNING")
+        logger.add(sys.stderr, level="WARNING", filter=_no_tracebacks)
+        import datatrove.executor.base
+
+        datatrove.executor.base.add_task_logger = _task_logger
 
     def __call__(self, name: str, pipeline: list, tasks: int) -> dict:
         start = time.perf_counter()
@@ -776,10 +799,22 @@ def check_inputs(cfg: Config) -> None:
             raise InputError(f"{spec}: input not found")
 
 
+def local_input_bytes(cfg: Config) -> int:
+    total = 0
+    for name in (*CORPORA, "instructions", "preferences"):
+        path = Path(getattr(cfg.data, name))
+        if path.is_dir():
+            total += sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        elif path.is_file():
+            total += path.stat().st_size
+    return total
+
+
 def run(cfg: Config) -> dict:
     check_inputs(cfg)
     metrics: dict = {}
-    with atomic_dir(OUT_DIR) as tmp:
+    # the work folder holds about two decompressed copies of the corpora, the output one more
+    with atomic_dir(OUT_DIR, 3 * local_input_bytes(cfg)) as tmp:
         work = (tmp / ".work").resolve()  # absolute: fsspec caches folders by their path string
         runner = Runner(cfg.executor, work)
         tasks = {}

@@ -20,7 +20,8 @@ from core import metrics as m, runtime, tracking
 from core.config import StageConfig
 from core.io import atomic_dir, read_jsonl, read_texts, write_json, write_jsonl
 from core.lm import (answer_kl, answer_logprob, answer_of, bytes_per_token, generate, is_sentence_answer,
-                     load_causal_lm, load_tokenizer, mean_nll, pack, require_dir, reward_scores)
+                     load_causal_lm, load_pretrained, load_tokenizer, mean_nll, pack,
+                     require_same_tokenizer, reward_scores)
 
 CLEAN = Path("data/clean")
 MODELS = {"base": Path("artifacts/pretrain"), "domain": Path("artifacts/domain"), "sft": Path("artifacts/sft"),
@@ -53,8 +54,8 @@ def run(cfg: Config) -> dict:
     tasks = read_jsonl(CLEAN / "instructions.heldout.jsonl")[: cfg.max_examples]
     prompts = [r["messages"][:-1] for r in tasks]
     references = [r["messages"][-1]["content"] for r in tasks]
-    reward_model = AutoModelForSequenceClassification.from_pretrained(
-        str(require_dir(REWARD, "reward model")), dtype=torch.float32).to(dev).eval()
+    require_same_tokenizer(tokenizer, REWARD, "reward model")
+    reward_model = load_pretrained(AutoModelForSequenceClassification, REWARD, "reward model").to(dev).eval()
 
     metrics: dict[str, dict] = {}
     answers: dict[str, list[str]] = {}

@@ -106,6 +106,9 @@ def load_init(cfg: Config, tokenizer):
 
     from core.lm import adopt_tokenizer
 
+    if not (P(cfg.init_from) / "config.json").is_file():
+        raise ConfigError(f"pretrain.init_from: {cfg.init_from} is not a Hugging Face checkpoint directory "
+                          "(no config.json there)")
     model = load_causal_lm(cfg.init_from, cfg.trust_remote_code)
     if (P(cfg.init_from) / "tokenizer.json").exists() or (P(cfg.init_from) / "tokenizer_config.json").exists():
         tokenizer = load_tokenizer(cfg.init_from)

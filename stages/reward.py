@@ -14,8 +14,8 @@ from core import runtime, tracking
 from core.config import StageConfig
 from core import hf_trainers
 from core.hf_trainers import CheckpointLog, HistoryCallback, LoraSettings, common_args
-from core.io import atomic_dir, read_jsonl, write_json
-from core.lm import load_tokenizer, require_dir, reward_scores
+from core.io import atomic_dir, read_jsonl, write_json, weight_bytes
+from core.lm import load_pretrained, load_tokenizer, reward_scores
 
 CLEAN = Path("data/clean")
 BASE = Path("artifacts/sft")
@@ -61,8 +61,7 @@ def build_trainer(cfg: Config, base: Path, tokenizer, records: list[dict], work_
     from trl import RewardConfig, RewardTrainer
 
     tokenizer.padding_side = "right"
-    model = AutoModelForSequenceClassification.from_pretrained(str(require_dir(base, "SFT model")), num_labels=1,
-                                                               dtype=torch.float32)
+    model = load_pretrained(AutoModelForSequenceClassification, base, "SFT model", num_labels=1)
     model.config.pad_token_id = tokenizer.pad_token_id
     if cfg.lora:
         cfg.lora.check(model, "reward.lora")
@@ -91,7 +90,7 @@ def run(cfg: Config) -> dict:
     metrics = {f"heldout_{k}" if k != "accuracy" else k: v for k, v in pairwise(model, tokenizer, heldout).items()}
     metrics["train_accuracy"] = pairwise(model, tokenizer, train_records[:256])["accuracy"]
     metrics.update(trainable_params=trainable, trainable_share=share)
-    with atomic_dir(OUT_DIR) as tmp:
+    with atomic_dir(OUT_DIR, weight_bytes(model)) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.padding_side = "left"
         tokenizer.save_pretrained(tmp)

@@ -16,7 +16,7 @@ from core.errors import ConfigError
 from core import hf_trainers
 from core.hf_trainers import CheckpointLog, HistoryCallback, common_args
 from core.hf_trainers import LoraSettings as BaseLora
-from core.io import atomic_dir, read_jsonl, write_json
+from core.io import atomic_dir, read_jsonl, write_json, weight_bytes
 from core.lm import load_causal_lm, load_tokenizer
 
 CLEAN = Path("data/clean")
@@ -101,7 +101,7 @@ def run(cfg: Config) -> dict:
     peft_model = trainer.model
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in peft_model.parameters())
-    with atomic_dir(OUT_DIR) as tmp:
+    with atomic_dir(OUT_DIR, 2 * weight_bytes(peft_model)) as tmp:  # adapter + merged model
         peft_model.save_pretrained(tmp / "adapter")
         if cfg.quantization == "4bit":  # merge into the full-precision base, not into 4-bit weights
             from peft import PeftModel

@@ -8,11 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 from tqdm import tqdm
 
 from core.config import StageConfig
-from core.errors import ConfigError
 from core.io import atomic_dir, read_jsonl, read_texts, write_json
 from core.lm import CHAT_TEMPLATE, DOC_SEP, EOS, PAD, SPECIAL_TOKENS
 from core.tokens import TOKENS, default_workers, encode_parallel, write_meta, write_tokens
@@ -24,6 +23,13 @@ METRICS = Path("metrics/tokenizer.json")
 
 class Config(StageConfig):
     vocab_size: int = Field(2048, gt=0)
+
+    @field_validator("vocab_size")
+    @classmethod
+    def _room_for_special_tokens(cls, value: int) -> int:
+        if value < 256 + len(SPECIAL_TOKENS):
+            raise ValueError(f"{value} is smaller than the 256 byte symbols plus {len(SPECIAL_TOKENS)} special tokens")
+        return value
     min_frequency: int = Field(2, ge=1)
     workers: int = Field(0, ge=0, description="tokenizing processes; 0 = all cores (up to 8)")
 
@@ -39,9 +45,6 @@ def build(texts: list[str], cfg: Config):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
-    if cfg.vocab_size < 256 + len(SPECIAL_TOKENS):
-        raise ConfigError(f"tokenizer.vocab_size: {cfg.vocab_size} is smaller than the 256 byte symbols plus "
-                          f"{len(SPECIAL_TOKENS)} special tokens")
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()

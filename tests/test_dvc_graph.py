@@ -8,8 +8,8 @@ from ruamel.yaml import YAML
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = YAML(typ="safe").load((ROOT / "dvc.yaml").read_text())["stages"]
-# parse params, name errors, wrap main() and log to MLflow: they do not change a stage's outputs
-NOT_DEPS = {"core/config.py", "core/errors.py", "core/stage.py", "core/tracking.py"}
+# parse params, name errors, wrap main(), log to MLflow, tie a process to its parent: they do not change outputs
+NOT_DEPS = {"core/config.py", "core/errors.py", "core/stage.py", "core/tracking.py", "core/process.py"}
 
 
 def core_modules(path: Path, seen: set[str]) -> set[str]:

@@ -1,3 +1,4 @@
+import os
 import pytest
 
 from core.io import atomic_dir, atomic_file, read_jsonl, write_jsonl
@@ -35,3 +36,32 @@ def test_atomic_file_and_jsonl_roundtrip(tmp_path):
             fh.write("partial")
             raise ValueError
     assert read_jsonl(path) == [{"a": "é", "b": 1}, {"c": None}]
+
+
+def test_large_write_is_refused_before_it_starts_when_the_disk_is_short(tmp_path):
+    from core.errors import LifecycleError
+    from core.io import atomic_dir
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep").write_text("earlier output")
+    with pytest.raises(LifecycleError, match=r"out: not enough disk space to write it: needs about"):
+        with atomic_dir(tmp_path / "out", need_bytes=2**62):
+            raise AssertionError("never reached")
+    assert (tmp_path / "out" / "keep").read_text() == "earlier output"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_temporary_siblings_of_killed_writers_are_removed(tmp_path):
+    import subprocess
+    import sys
+
+    from core.io import atomic_dir
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    (tmp_path / f".out.tmp-{dead}").mkdir()  # what a SIGKILLed stage leaves
+    (tmp_path / f".out.tmp-{dead}" / "half.safetensors").write_bytes(b"\0" * 10)
+    (tmp_path / f".out.tmp-{os.getpid()}x").mkdir()  # not ours to judge: not a pid
+    with atomic_dir(tmp_path / "out") as tmp:
+        (tmp / "model").write_text("whole")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".out.tmp-{os.getpid()}x", "out"]

@@ -25,3 +25,19 @@ def test_grpo_is_held_to_its_verifiable_reward():
     worse = {**EV, "aligned": {**EV["aligned"], "task_accuracy": 0.5}}  # 1.0 -> 0.95
     assert _by_name(checks(worse, {}, {"method": "grpo", "format_weight": 0.5}))[
         "aligned verifiable reward (correct + format) beats sft"] is False
+
+
+def test_trust_remote_code_is_flagged_at_the_top_of_the_report(tmp_path, monkeypatch):
+    import shutil
+
+    from pipelines import report
+    from tests.micro import ROOT
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    assert report.remote_code_keys() == [] and "trust_remote_code" not in report.render()
+    text = (tmp_path / "params.yaml").read_text().replace("trust_remote_code: false", "trust_remote_code: true")
+    (tmp_path / "params.yaml").write_text(text)
+    assert report.remote_code_keys() == ["pretrain.trust_remote_code"]
+    head = report.render().split("## ", 1)[0]
+    assert "Warning: `trust_remote_code` is on** (pretrain.trust_remote_code)" in head

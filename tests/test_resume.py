@@ -87,3 +87,28 @@ def test_killed_twice_at_random_steps_resumes_onto_the_uninterrupted_run(project
     assert {k: metrics[k] for k in numeric} == pytest.approx(numeric, rel=1e-4, abs=1e-6)
     got_weights = weights(project, stage)
     assert max((got_weights[k] - w).abs().max().item() for k, w in expected_weights.items()) < 1e-4
+    # the killed runs could not end their MLflow runs; the next run of the stage ended them as FAILED
+    statuses = [r.info.status for r in stage_runs(project, stage)]
+    assert statuses[:3] == ["FINISHED", "FAILED", "FAILED"] and "RUNNING" not in statuses
+
+
+def stage_runs(root, stage):
+    """The stage's MLflow runs in the project's store, newest first."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'm.db'}")
+    experiment = client.get_experiment_by_name("lifecycle")
+    return client.search_runs([experiment.experiment_id], f"tags.stage = '{stage}'", order_by=["start_time DESC"])
+
+
+def test_sigterm_ends_the_run_failed_and_leaves_no_output(project):
+    import signal
+
+    proc = start_stage(project, "reward")
+    for line in proc.stdout:
+        if "checkpoint at step" in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    assert stage_runs(project, "reward")[0].info.status == "FAILED"
+    assert not list((project / "artifacts").glob(".reward.tmp*"))  # no temporary output left either

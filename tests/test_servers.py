@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -27,11 +28,18 @@ def free_port() -> int:
 
 
 def api(base: str, path: str, body: dict | None = None) -> dict | list:
-    request = urllib.request.Request(base + path, method="POST" if body is not None else "GET",
-                                     data=json.dumps(body).encode() if body is not None else None,
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
+    """One Prefect REST call; a 503 (SQLite busy on a loaded machine) is retried, as Prefect's own client does."""
+    for attempt in range(8):
+        request = urllib.request.Request(base + path, method="POST" if body is not None else "GET",
+                                         data=json.dumps(body).encode() if body is not None else None,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            if exc.code != 503 or attempt == 7:
+                raise
+            time.sleep(1 + attempt)
 
 
 def wait_for(what: str, probe, timeout_s: float, procs: dict[str, subprocess.Popen], logs: Path):

@@ -1,0 +1,23 @@
+"""Child processes that do not outlive their parent (Linux): a killed flow must not leave a stage training."""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+PR_SET_PDEATHSIG = 1
+# run `python -m dvc ARGS` so that it gets SIGTERM when the process that started it dies
+DVC_LAUNCHER = ("import os, sys; from core.process import die_with_parent; die_with_parent(); "
+                "os.execv(sys.executable, [sys.executable, '-m', 'dvc', *sys.argv[1:]])")
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """Ask the kernel to send `sig` to this process when its parent dies (kept across exec). No-op off Linux."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    parent = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os.kill(os.getpid(), sig)
