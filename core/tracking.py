@@ -15,6 +15,8 @@ from typing import Iterator
 
 EXPERIMENT = "lifecycle"
 PARENT_ENV = "LIFECYCLE_PARENT_RUN_ID"
+WALL_CLOCK = {"tokens_per_s", "mfu", "step_time", "train_runtime", "train_samples_per_second",
+              "train_steps_per_second"}  # measured, not computed: never in DVC-tracked outputs
 HOST_TAG, PID_TAG = "lifecycle.host", "lifecycle.pid"  # who holds a RUNNING run (orphans are found by these)
 # a key named like a credential (HF_TOKEN, api_key, db_password, ...); a whole word, so max_new_tokens is not one
 SECRET_KEY = re.compile(r"(^|[._-])(TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?|(API|ACCESS|SECRET|PRIVATE)[._-]?KEY)($|[._-])",
@@ -152,8 +154,10 @@ def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
 
 def save_curves(history: list[dict], title: str, out_png: Path, keys: list[str], out_json: Path) -> None:
     """Write the rows of the main curve (keys[0]) for DVC plots, draw all the curves as a PNG and attach it
-    to the stage's MLflow run."""
-    write_history(out_json, [row for row in history if keys[0] in row])
+    to the stage's MLflow run. Throughput (wall-clock) columns stay in MLflow: DVC outputs are the same bytes
+    on every run."""
+    write_history(out_json, [{k: v for k, v in row.items() if k not in WALL_CLOCK} for row in history
+                             if keys[0] in row])
     if history:
         plot_history(history, title, out_png, keys)
         log_artifact(out_png, "plots")

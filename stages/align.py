@@ -194,7 +194,8 @@ def run(cfg: Config) -> dict:
         tokenizer.save_pretrained(tmp)
     shutil.rmtree(WORK, ignore_errors=True)
     last = history[-1] if history else {}
-    metrics = {"method": cfg.method, **{k: v for k, v in last.items() if k != "step" and isinstance(v, float)}}
+    metrics = {"method": cfg.method, **{k: v for k, v in last.items()
+                                        if k != "step" and isinstance(v, float) and k not in tracking.WALL_CLOCK}}
     if cfg.method == "grpo":
         metrics["format_weight"] = cfg.grpo.format_weight
     tracking.save_curves(history, f"align ({cfg.method})", PLOT_PNG, keys, PLOT_DATA)

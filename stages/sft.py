@@ -90,6 +90,16 @@ def load_4bit(path: Path, cfg: Config):
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
 
 
+def sort_target_modules(config_file: Path) -> None:
+    """PEFT writes target_modules from a set, in hash order: sorted, the adapter is the same bytes every run."""
+    import json
+
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
 def run(cfg: Config) -> dict:
     runtime.setup(cfg.seed)
     tokenizer = load_tokenizer(BASE)
@@ -103,6 +113,7 @@ def run(cfg: Config) -> dict:
     total = sum(p.numel() for p in peft_model.parameters())
     with atomic_dir(OUT_DIR, 2 * weight_bytes(peft_model)) as tmp:  # adapter + merged model
         peft_model.save_pretrained(tmp / "adapter")
+        sort_target_modules(tmp / "adapter" / "adapter_config.json")
         if cfg.quantization == "4bit":  # merge into the full-precision base, not into 4-bit weights
             from peft import PeftModel
 

@@ -70,7 +70,7 @@ def test_two_processes_follow_the_single_process_curve(project, single, strategy
     m = metrics(project)
     assert m["processes"] == 2 and m["train_tokens"] == expected["train_tokens"]
     assert m["val_loss"] == pytest.approx(expected["val_loss"], rel=2e-4)
-    assert 0 < m["mfu"]
+    assert "mfu" not in m  # wall-clock figures live in MLflow, not in the DVC-tracked metrics
     assert not (project / "checkpoints" / "pretrain").exists()
 
 

@@ -74,13 +74,15 @@ def test_a_killed_run_leaves_no_stage_running_and_the_next_run_completes(tmp_pat
     while stage_processes(project):  # dvc gets SIGTERM from the kernel, the stage from dvc's death
         assert time.monotonic() < deadline, [p.info["cmdline"] for p in stage_processes(project)]
         time.sleep(0.5)
-    assert not (project / "data" / "clean").exists()  # no partial output
 
     lifecycle(project, "run", "--target", "tokenizer", *sets)
     assert (project / "artifacts" / "tokenizer" / "tokenizer.json").exists()
+    assert not [p for p in project.rglob("*.tmp-*") if ".dvc" not in p.parts]  # no partial output left behind
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
-    runs = client.search_runs([client.get_experiment_by_name("lifecycle").experiment_id])
-    statuses = sorted(r.info.status for r in runs)
-    assert "RUNNING" not in statuses and statuses.count("FAILED") >= 2  # the killed flow's parent and its stage
+    runs = client.search_runs([client.get_experiment_by_name("lifecycle").experiment_id],
+                              order_by=["start_time ASC"])
+    assert "RUNNING" not in {r.info.status for r in runs}
+    parents = [r for r in runs if r.data.tags.get("pipeline") == "lifecycle"]
+    assert [r.info.status for r in parents] == ["FAILED", "FINISHED"]  # the killed flow's run, ended by the next
