@@ -46,3 +46,14 @@ def test_orchestration_section_is_validated(in_root, tmp_path, section, message)
     YAML().dump(params, path)
     with pytest.raises(ConfigError, match=message):
         validate_params(path)
+
+
+def test_retries_are_set_per_stage():
+    from pipelines.lifecycle import Orchestration, stage_task_for
+
+    orchestration = Orchestration(retries={"pretrain": 2}, retry_delay_s=5)
+    assert stage_task_for("pretrain", orchestration).retries == 2
+    assert stage_task_for("pretrain", orchestration).retry_delay_seconds == 5
+    assert stage_task_for("sft", orchestration).retries == 0
+    with pytest.raises(ValueError, match="retries must be >= 0"):
+        Orchestration(retries={"sft": -1})
