@@ -29,11 +29,11 @@ def test_chat_template_and_special_tokens(tok):
     assert tok.eos_token == "<|end|>" and tok.pad_token == "<|pad|>"
 
 
-def test_vocab_smaller_than_special_tokens_is_a_config_error(tok):
-    from core.errors import ConfigError
+def test_vocab_smaller_than_special_tokens_is_refused_by_the_config(tok):
+    from pydantic import ValidationError
 
-    with pytest.raises(ConfigError, match="tokenizer.vocab_size"):
-        tokenizer_stage.build(["x"], tokenizer_stage.Config(vocab_size=100))
+    with pytest.raises(ValidationError, match="100 is smaller than the 256 byte symbols"):
+        tokenizer_stage.Config(vocab_size=100)
 
 
 def test_pack_separates_documents(tok):
