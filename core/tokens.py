@@ -47,7 +47,9 @@ def encode_parallel(tokenizer_dir: str, texts: list[str], workers: int, chunk: i
         for c in chunks:
             yield from _encode(c)
         return
-    with get_context("fork").Pool(workers, initializer=_init_worker, initargs=(tokenizer_dir,)) as pool:
+    # forkserver, not fork: the stage has threads by now (the BPE trainer's, MLflow's, tqdm's), and a forked
+    # child can inherit a lock one of them held and hang (seen once in a demo run)
+    with get_context("forkserver").Pool(workers, initializer=_init_worker, initargs=(tokenizer_dir,)) as pool:
         for ids in pool.imap(_encode, chunks):
             yield from ids
 
