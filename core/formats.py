@@ -4,6 +4,13 @@ corpus        -> {"text": str}
 instructions  -> {"messages": [{"role", "content"}, ...]}   (last message is the assistant's answer)
 preferences   -> {"prompt": [messages], "chosen": str, "rejected": str}
 
+An input is a path (file, directory, saved HF dataset, `hf://name`) or an `InputSpec` mapping with the fields
+that hold each role, as LLaMA-Factory's dataset columns do: `{path: gsm8k.jsonl, fields: {prompt: question,
+response: answer}}`. Known layouts are recognised without a mapping: Alpaca, OpenAI `messages` (system turn
+included), ShareGPT `conversations` (`from`/`value`), `prompt`/`completion`, `prompt`/`chosen`/`rejected`,
+TRL's conversational pairs and hh-rlhf's whole multi-turn conversations (every turn before the last
+Assistant turn is the prompt).
+
 Every reader names the file (and line, where there is one) when it cannot make sense of the input.
 """
 from __future__ import annotations
@@ -15,10 +22,77 @@ import zlib
 from pathlib import Path
 from typing import Iterator
 
+from pydantic import Field, model_validator
+
+from core.config import StageConfig
 from core.errors import InputError
 
 ROLES = ("system", "user", "assistant")
 HH_TURN = re.compile(r"\n\n(Human|Assistant): ")
+# ShareGPT's `from` values (and a few common variants) -> chat roles
+SPEAKERS = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "model": "assistant",
+            "chatgpt": "assistant", "bot": "assistant", "system": "system"}
+# the roles a field mapping may name, per kind of input, and the key each becomes in the row the parser reads
+ROLE_KEYS = {"corpus": {"text": "text"},
+             "instructions": {"prompt": "prompt", "response": "completion", "system": "system",
+                              "messages": "messages"},
+             "preferences": {"prompt": "prompt", "chosen": "chosen", "rejected": "rejected", "system": "system"}}
+
+
+class InputSpec(StageConfig):
+    """One input of params.yaml `data`: a path, or a mapping with the fields that hold each role."""
+    path: str = Field(min_length=1, description="file, directory, glob, saved HF dataset or hf://name")
+    fields: dict[str, str | list[str]] = Field({}, description=(
+        "role -> field name in the records (a.b for nested fields; a list of fields for a prompt joins them)"))
+    subset: str | None = Field(None, description="HF datasets: the configuration (e.g. gsm8k's 'main')")
+    split: str = Field("train", description="HF datasets: the split to read")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_path(cls, value):
+        return {"path": value} if isinstance(value, str) else value
+
+    def check_roles(self, kind: str, key: str) -> None:
+        unknown = sorted(set(self.fields) - set(ROLE_KEYS[kind]))
+        if unknown:
+            raise InputError(f"params.yaml: {key}.fields: unknown role {unknown[0]!r}; the roles of this input "
+                             f"are {', '.join(ROLE_KEYS[kind])}")
+        if kind != "instructions" and any(isinstance(v, list) for r, v in self.fields.items() if r != "prompt"):
+            raise InputError(f"params.yaml: {key}.fields: only 'prompt' may list several fields")
+
+
+_MISSING = object()
+
+
+def _field(row: dict, name: str) -> object:
+    """row['a']['b'] for 'a.b' (a key holding the dot itself wins)."""
+    if name in row:
+        return row[name]
+    node: object = row
+    for part in name.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
+
+
+def map_fields(row: dict, fields: dict, kind: str, where: str) -> dict:
+    """The row with its mapped fields under the names the parsers read; an absent field is a RecordError."""
+    if not fields:
+        return row
+    out = {}
+    for role, names in fields.items():
+        values = []
+        for name in names if isinstance(names, list) else [names]:
+            value = _field(row, name)
+            if value is _MISSING:
+                raise RecordError("missing_field", where, f"no field {name!r} (mapped to '{role}' in params.yaml "
+                                  f"data fields; the record's fields: {sorted(row)[:12]})")
+            values.append(value)
+        if isinstance(names, list):
+            values = ["\n\n".join(str(v).strip() for v in values if v is not None and str(v).strip())]
+        out[ROLE_KEYS[kind][role]] = values[0]
+    return out
 
 
 # --------------------------------------------------------------------------- raw records
@@ -76,33 +150,44 @@ def _read_parquet(path: Path) -> Iterator[tuple[str, dict]]:
         yield f"{path}: row {i}", row
 
 
-def _read_hf_dataset(spec: str) -> Iterator[tuple[str, dict]]:
+def load_hf_dataset(spec: str, subset: str | None = None, split: str = "train"):
+    """A saved dataset directory, or `hf://name` from the hub (online only, by design), as one split."""
     import datasets
 
     try:
         if Path(spec).is_dir():
             ds = datasets.load_from_disk(spec)
-        else:  # a hub name: only works online, by design
-            ds = datasets.load_dataset(spec.removeprefix("hf://"), split="train")
+        else:
+            ds = datasets.load_dataset(spec.removeprefix("hf://"), subset, split=split)
     except Exception as exc:
         raise InputError(f"{spec}: cannot load as a Hugging Face dataset: {exc}") from None
     if isinstance(ds, datasets.DatasetDict):
-        ds = ds["train"] if "train" in ds else ds[next(iter(ds))]
-    for i, row in enumerate(ds):
+        if split not in ds:
+            raise InputError(f"{spec}: no split {split!r} (splits: {', '.join(ds)}); set the input's `split`")
+        ds = ds[split]
+    return ds
+
+
+def _read_hf_dataset(spec: str, subset: str | None, split: str) -> Iterator[tuple[str, dict]]:
+    for i, row in enumerate(load_hf_dataset(spec, subset, split)):
         yield f"{spec}: row {i}", row
 
 
-def iter_rows(spec: str | Path) -> Iterator[tuple[str, dict]]:
-    """Rows from a file, a directory of files, a saved HF dataset or `hf://name`."""
+def iter_rows(spec: str | Path | InputSpec) -> Iterator[tuple[str, dict]]:
+    """Rows from a file, a directory of files, a saved HF dataset or `hf://name` (fields not yet mapped)."""
+    if isinstance(spec, InputSpec):
+        subset, split, spec = spec.subset, spec.split, spec.path
+    else:
+        subset, split = None, "train"
     spec_str = str(spec)
     if spec_str.startswith("hf://"):
-        yield from _read_hf_dataset(spec_str)
+        yield from _read_hf_dataset(spec_str, subset, split)
         return
     path = Path(spec_str)
     if not path.exists():
         raise InputError(f"{path}: input not found")
     if _is_hf_dataset_dir(path):
-        yield from _read_hf_dataset(spec_str)
+        yield from _read_hf_dataset(spec_str, subset, split)
         return
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
@@ -150,10 +235,11 @@ class RecordError(InputError):
         self.kind, self.where, self.detail = kind, where, detail
 
 
-def _records(spec: str | Path, parse, on_problem) -> Iterator[dict]:
+def _records(spec: str | Path | InputSpec, kind: str, parse, on_problem) -> Iterator[dict]:
+    fields = spec.fields if isinstance(spec, InputSpec) else {}
     for where, row in iter_rows(spec):
         try:
-            yield parse(where, row)
+            yield parse(where, map_fields(row, fields, kind, where))
         except RecordError as exc:
             if on_problem is None:
                 raise
@@ -161,19 +247,32 @@ def _records(spec: str | Path, parse, on_problem) -> Iterator[dict]:
 
 
 def _messages(where: str, value: object) -> list[dict]:
+    """OpenAI-style {role, content} or ShareGPT-style {from, value} turns -> chat messages."""
     if not isinstance(value, list) or not value:
         raise RecordError("bad_messages", where, "'messages' must be a non-empty list")
     out = []
     for i, m in enumerate(value):
+        if isinstance(m, dict) and "from" in m and "value" in m and "role" not in m:
+            m = {"role": SPEAKERS.get(str(m["from"]).lower(), m["from"]), "content": m["value"]}
         if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
-            raise RecordError("bad_messages", where, f"message {i} needs a role in {ROLES} and string content")
+            raise RecordError("bad_messages", where, f"message {i} needs a role in {ROLES} (or ShareGPT's 'from' in "
+                              f"{sorted(SPEAKERS)}) and string content")
         out.append({"role": m["role"], "content": m["content"]})
     return out
 
 
+def _with_system(where: str, row: dict, messages: list[dict]) -> list[dict]:
+    system = row.get("system")
+    if system is None or (isinstance(system, str) and not system.strip()):
+        return messages
+    if not isinstance(system, str):
+        raise RecordError("bad_messages", where, "'system' must be a string")
+    return [{"role": "system", "content": system.strip()}] + [m for m in messages if m["role"] != "system"]
+
+
 def instruction_record(where: str, row: dict) -> dict:
-    if "messages" in row:
-        messages = _messages(where, row["messages"])
+    if "messages" in row or "conversations" in row:
+        messages = _messages(where, row["messages"] if "messages" in row else row["conversations"])
     elif "instruction" in row and "output" in row:
         user = str(row["instruction"]).strip()
         extra = row.get("input") or ""
@@ -188,8 +287,10 @@ def instruction_record(where: str, row: dict) -> dict:
         messages = prompt + [{"role": "assistant", "content": str(completion)}]
     else:
         raise RecordError("missing_field", where, "not an instruction record: expected Alpaca "
-                          "'instruction'/'input'/'output', chat 'messages' or 'prompt'/'completion' "
-                          f"(keys: {sorted(row)})")
+                          "'instruction'/'input'/'output', chat 'messages', ShareGPT 'conversations' or "
+                          f"'prompt'/'completion' (keys: {sorted(row)}); map other fields in params.yaml, e.g. "
+                          "data.instructions: {path: ..., fields: {prompt: question, response: answer}}")
+    messages = _with_system(where, row, messages)
     if messages[-1]["role"] != "assistant" or not messages[-1]["content"].strip():
         raise RecordError("empty_answer", where, "the last message must be a non-empty assistant answer")
     if not any(m["role"] == "user" and m["content"].strip() for m in messages[:-1]):
@@ -200,7 +301,7 @@ def instruction_record(where: str, row: dict) -> dict:
 def read_instructions(spec: str | Path, on_problem=None) -> Iterator[dict]:
     """Canonical {"messages": [...]} records; a malformed row raises RecordError, or with `on_problem` is
     passed to it as {kind, where, detail} and skipped."""
-    return _records(spec, instruction_record, on_problem)
+    return _records(spec, "instructions", instruction_record, on_problem)
 
 
 # --------------------------------------------------------------------------- preferences
@@ -215,14 +316,20 @@ def parse_hh(where: str, text: str) -> list[dict]:
     return [{"role": roles[parts[i]], "content": parts[i + 1].strip()} for i in range(1, len(parts), 2)]
 
 
+def _turn(value: object) -> object:
+    """ShareGPT's single {from, value} answer -> its text."""
+    return value["value"] if isinstance(value, dict) and "value" in value else value
+
+
 def preference_record(where: str, row: dict) -> dict:
     if not ("chosen" in row and "rejected" in row):
         raise RecordError("missing_field", where, "not a preference record: expected "
-                          "'prompt'/'chosen'/'rejected' or whole 'chosen'/'rejected' conversations "
-                          f"(keys: {sorted(row)})")
-    chosen, rejected = row["chosen"], row["rejected"]
-    if "prompt" in row:
-        prompt = row["prompt"]
+                          "'prompt'/'chosen'/'rejected', ShareGPT 'conversations'/'chosen'/'rejected' or whole "
+                          f"'chosen'/'rejected' conversations (keys: {sorted(row)}); map other fields in params.yaml, "
+                          "e.g. data.preferences: {path: ..., fields: {prompt: question, chosen: good, rejected: bad}}")
+    chosen, rejected = _turn(row["chosen"]), _turn(row["rejected"])
+    if "prompt" in row or "conversations" in row:
+        prompt = row["prompt"] if "prompt" in row else row["conversations"]
         if isinstance(prompt, str):
             prompt = [{"role": "user", "content": prompt}]
         else:
@@ -236,14 +343,18 @@ def preference_record(where: str, row: dict) -> dict:
             return value.strip()
 
         chosen, rejected = answer(chosen, "chosen"), answer(rejected, "rejected")
-    else:  # whole conversations that share everything but the final answer
-        c, r = parse_hh(where, chosen), parse_hh(where, rejected)
+    else:  # whole conversations (hh-rlhf strings or TRL's message lists) sharing everything but the final answer
+        if isinstance(chosen, list) and isinstance(rejected, list):
+            c, r = _messages(where, chosen), _messages(where, rejected)
+        else:
+            c, r = parse_hh(where, chosen), parse_hh(where, rejected)
         if c[-1]["role"] != "assistant" or r[-1]["role"] != "assistant":
             raise RecordError("bad_conversation", where, "conversations must end with an Assistant turn")
         if c[:-1] != r[:-1]:
             raise RecordError("bad_conversation", where,
                               "chosen and rejected conversations differ before the final answer")
         prompt, chosen, rejected = c[:-1], c[-1]["content"], r[-1]["content"]
+    prompt = _with_system(where, row, prompt)
     if not chosen or not rejected:
         raise RecordError("empty_answer", where, "empty chosen or rejected answer")
     if chosen == rejected:
@@ -255,4 +366,4 @@ def preference_record(where: str, row: dict) -> dict:
 
 def read_preferences(spec: str | Path, on_problem=None) -> Iterator[dict]:
     """Canonical {"prompt": [...], "chosen": str, "rejected": str} records; malformed rows as read_instructions."""
-    return _records(spec, preference_record, on_problem)
+    return _records(spec, "preferences", preference_record, on_problem)

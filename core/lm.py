@@ -1,7 +1,6 @@
 """Model helpers shared by stages: chat formatting, generation, perplexity, reward scores, KL."""
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Sequence
 
@@ -85,30 +84,6 @@ def conversation_text(tokenizer, messages: list[dict], answer: str) -> str:
     return tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": answer}], tokenize=False)
 
 
-def answer_of(text: str) -> str:
-    """The checkable answer of a response: the last word of its first non-empty line, lower-cased.
-
-    'positive' and 'The review is positive.' both give 'positive'.
-    """
-    for line in text.strip().splitlines():
-        words = re.findall(r"[\w'-]+", line.lower())
-        if words:
-            return words[-1]
-    return ""
-
-
-def is_sentence_answer(text: str) -> bool:
-    """The answer is one full sentence: a single line of at least three words, capitalised, ending in '.'.
-
-    'The review is positive.' is; 'positive' and 'the review is positive' are not.
-    """
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    if len(lines) != 1:
-        return False
-    line = lines[0]
-    return line[0].isupper() and line.endswith(".") and len(re.findall(r"[\w'-]+", line)) >= 3
-
-
 @torch.no_grad()
 def generate(model, tokenizer, prompts: Sequence[list[dict]], max_new_tokens: int, batch_size: int = 32,
              do_sample: bool = False, temperature: float = 1.0, generator: torch.Generator | None = None) -> list[str]:
@@ -181,7 +156,9 @@ def pack(tokenizer, texts: Sequence[str], seq_len: int) -> torch.Tensor:
             ids.append(sep)
     n = len(ids) // seq_len
     if n == 0:
-        raise InputError(f"only {len(ids)} tokens: fewer than one block of seq_len={seq_len}")
+        raise InputError(f"only {len(ids)} tokens of held-out text: fewer than one block of seq_len={seq_len}; "
+                         "the clean stage's held-out split (data/clean/<corpus>/heldout) is too small: bring more "
+                         "text, raise clean.heldout_min_docs, or see metrics/clean.json for what cleaning dropped")
     return torch.tensor(ids[: n * seq_len], dtype=torch.long).view(n, seq_len)
 
 

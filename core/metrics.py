@@ -28,6 +28,13 @@ def bleu(hypotheses: Sequence[str], *reference_streams: Sequence[str]) -> float:
     return sacrebleu.corpus_bleu(list(hypotheses), [list(r) for r in reference_streams]).score
 
 
+def chrf(hypotheses: Sequence[str], references: Sequence[str]) -> float:
+    """sacrebleu's corpus chrF (0-100): character n-gram F-score, robust for code and short answers."""
+    import sacrebleu
+
+    return sacrebleu.corpus_chrf(list(hypotheses), [list(references)]).score
+
+
 def rouge_l(hypotheses: Sequence[str], references: Sequence[str]) -> float:
     """Mean ROUGE-L F-measure (0-1, rouge-score with stemming)."""
     from rouge_score import rouge_scorer

@@ -13,6 +13,7 @@ import unicodedata
 from collections import Counter
 
 from datatrove.data import Document
+from datatrove.pipeline.filters.base_filter import BaseFilter
 from datatrove.pipeline.filters import (C4QualityFilter, FineWebQualityFilter, GopherQualityFilter,
                                         GopherRepetitionFilter)
 from datatrove.pipeline.filters.c4_filters import CITATION_REGEX, ELLIPSIS, END_PUNCTUATION, POLICY_SUBSTRINGS
@@ -295,3 +296,33 @@ class FastFineWebQualityFilter(FineWebQualityFilter):
 
     def filter(self, doc: Document) -> bool | tuple[bool, str]:
         return _result(fineweb_quality(self, doc.text, tokens_for(self.language).words))
+
+
+def sanity_reason(text: str, min_chars: int, min_words: int, max_junk_char_ratio: float) -> str | None:
+    """Why a document is junk in any genre (books, code, math, chat), or None: too short, binary or undecodable
+    bytes (replacement and private-use characters), mojibake that Unicode repair could not undo."""
+    if len(text) < min_chars:
+        return "too_short"
+    if len(text.split()) < min_words:
+        return "too_few_words"
+    junk = sum(c == "\ufffd" or unicodedata.category(c) in ("Co", "Cs", "Cn") for c in text)
+    if junk / len(text) > max_junk_char_ratio:
+        return "binary_or_undecodable"
+    import ftfy.badness
+
+    if ftfy.badness.is_bad(text[:10_000]):
+        return "mojibake"
+    return None
+
+
+class SanityFilter(BaseFilter):
+    """The curated preset's only quality filter: what is junk whatever the genre (no web-prose statistics)."""
+    name = "🩺 Sanity"
+
+    def __init__(self, min_chars: int, min_words: int, max_junk_char_ratio: float, exclusion_writer=None):
+        super().__init__(exclusion_writer)
+        self.min_chars, self.min_words, self.max_junk = min_chars, min_words, max_junk_char_ratio
+
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        reason = sanity_reason(doc.text, self.min_chars, self.min_words, self.max_junk)
+        return True if reason is None else (False, reason)

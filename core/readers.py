@@ -56,8 +56,9 @@ class CorpusReader(BaseDiskReader):
     name = "📖 Corpus reader"
 
     def __init__(self, spec: str, problems_dir: str, strict: bool = False, text_key: str = "text",
-                 id_key: str = "id", default_metadata: dict | None = None):
-        self.spec = spec
+                 id_key: str = "id", default_metadata: dict | None = None, subset: str | None = None,
+                 split: str = "train"):
+        self.spec, self.subset, self.split = spec, subset, split
         self.hf = spec.startswith("hf://") or is_hf_dataset_dir(Path(spec))
         if not self.hf and not spec.startswith("hf://") and not any(c in spec for c in "*?[") \
                 and not Path(spec).exists():
@@ -210,17 +211,9 @@ class CorpusReader(BaseDiskReader):
             self.problem("corrupt_parquet", str(where), f"unreadable parquet file: {exc}")
 
     def _read_hf(self, rank: int, world_size: int) -> DocumentsPipeline:
-        import datasets
+        from core.formats import load_hf_dataset
 
-        try:
-            if Path(self.spec).is_dir():
-                ds = datasets.load_from_disk(self.spec)
-            else:  # a hub name: only works online, by design
-                ds = datasets.load_dataset(self.spec.removeprefix("hf://"), split="train")
-        except Exception as exc:
-            raise InputError(f"{self.spec}: cannot load as a Hugging Face dataset: {exc}") from None
-        if isinstance(ds, datasets.DatasetDict):
-            ds = ds["train"] if "train" in ds else ds[next(iter(ds))]
+        ds = load_hf_dataset(self.spec, self.subset, self.split)
         for i in range(rank, len(ds), world_size):
             doc = self._document(ds[i], f"{self.spec}: row {i}", i, self.spec)
             if doc is not None:

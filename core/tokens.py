@@ -85,7 +85,10 @@ class Blocks:
         self.seq_len = seq_len
         self.n = len(self.tokens) // seq_len
         if self.n == 0:
-            raise InputError(f"{path}: {len(self.tokens)} tokens, fewer than one block of seq_len={seq_len}")
+            raise InputError(f"{path}: {len(self.tokens)} tokens, fewer than one block of seq_len={seq_len}. The "
+                             "tokenizer stage wrote it from the clean stage's held-out or training split of the "
+                             "corpus named in the file name (params.yaml data.<corpus>): bring more text, raise "
+                             "clean.heldout_min_docs, or see metrics/clean.json for what cleaning dropped")
 
     def __len__(self) -> int:
         return self.n

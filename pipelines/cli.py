@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
             if args.name not in stage_names():
                 raise LifecycleError(f"unknown stage '{args.name}'; stages: {', '.join(stage_names())}")
             cmd = [sys.executable, "-m", "dvc", "repro", "--single-item", args.name] + (["--force"] if args.force else [])
-            sys.exit(subprocess.call(cmd))
+            sys.exit(subprocess.call(cmd, env={**os.environ, "LIFECYCLE_PYTHON": sys.executable}))
         elif args.command == "compare":
             from pipelines import compare as comparison
 

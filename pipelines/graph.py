@@ -88,11 +88,12 @@ def stages_for(targets: list[str] | None, params: dict) -> list[str]:
 
 
 def stage_env(parent_run_id: str, tracking_uri: str) -> dict:
-    """The environment a stage runs in: this interpreter first on PATH (dvc.yaml says `python`), the MLflow parent."""
+    """The environment a stage runs in: this interpreter for the stage commands, the MLflow parent run."""
     from core import tracking
 
     env = dict(os.environ)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env["LIFECYCLE_PYTHON"] = sys.executable  # stages/run, the command of every stage, runs this interpreter
     env[tracking.PARENT_ENV] = parent_run_id
     env["MLFLOW_TRACKING_URI"] = tracking_uri
     return env

@@ -24,6 +24,7 @@ from core.config import apply_overrides, load_section, params_path, read_params
 from core.errors import ConfigError, LifecycleError
 from core.io import write_json
 from pipelines.graph import run_dvc_stage, stage_env, stage_names, stages_for
+from tasks import TaskConfig, check_fit, load_task
 
 TIMINGS = Path("reports/timings.json")
 LOCK = Path(".lifecycle.lock")
@@ -47,16 +48,41 @@ class Orchestration(BaseModel):
         return value
 
 
+def data_as_mappings(path: Path) -> list[str]:
+    """A data input given as a bare path becomes {path: ...} in params.yaml: dvc.yaml tracks data.<input>.path."""
+    data = read_params(path).get("data") or {}
+    return [f"data.{name}={json.dumps({'path': value})}" for name, value in data.items() if isinstance(value, str)]
+
+
+def preflight_task(params: dict, limit: int = 2000) -> None:
+    """The task fits the instructions (a reference it can read in most records), checked on the raw input before
+    any stage runs, so a task that cannot score these answers stops the run now, not after training."""
+    from core.formats import InputSpec, read_instructions
+
+    spec = InputSpec.model_validate(params["data"]["instructions"])
+    records = []
+    for record in read_instructions(spec, on_problem=lambda _: None):  # malformed rows: the clean stage's job
+        records.append(record)
+        if len(records) >= limit:
+            break
+    check_fit(load_task(TaskConfig.model_validate(params.get("task") or {})), records, spec.path)
+
+
 def validate_params(path: Path) -> dict:
     """Check every section against its stage's config before any stage runs."""
     params = read_params(path)
     names = stage_names()
-    unknown = sorted(set(params) - set(names) - {"data", "orchestration"})
+    unknown = sorted(set(params) - set(names) - {"data", "task", "orchestration"})
     if unknown:
-        raise ConfigError(f"{path}: unknown section(s) {unknown}; sections are 'data', 'orchestration' and {names}")
+        raise ConfigError(f"{path}: unknown section(s) {unknown}; sections are 'data', 'task', 'orchestration' and "
+                          f"{names}")
     for name in names:
         load_section(name, importlib.import_module(f"stages.{name}").Config, path)
     orchestration = load_section("orchestration", Orchestration, path) if "orchestration" in params else Orchestration()
+    if "clean" in orchestration.gpu_stages:
+        raise ConfigError(f"{path}: orchestration.gpu_stages: clean runs where its inputs are (its outputs are "
+                          "persistent, so DVC's run cache cannot carry it back from a worker)")
+    load_section("task", TaskConfig, path)
     for key in ("gpu_stages", "retries"):
         strange = sorted(set(getattr(orchestration, key)) - set(names))
         if strange:
@@ -118,6 +144,7 @@ def _run(overrides: list[str] | None, targets: list[str] | None) -> dict:
     start = time.perf_counter()
     path = params_path()
     applied = apply_overrides(path, overrides or [])
+    apply_overrides(path, data_as_mappings(path))
     params = validate_params(path)
     orchestration = Orchestration(**params.get("orchestration") or {})
     names = stages_for(targets, params)
@@ -125,8 +152,10 @@ def _run(overrides: list[str] | None, targets: list[str] | None) -> dict:
 
     defaults = {k: str(sample_data.SAMPLE_DIR / f"{k}.jsonl") for k in ("general", "domain", "instructions",
                                                                          "preferences")}
-    if any(params["data"].get(k) == v for k, v in defaults.items()):
+    if any((params["data"].get(k) or {}).get("path") == v for k, v in defaults.items()):
         sample_data.ensure()
+    if {"align", "evaluate"} & set(names):
+        preflight_task(params)
     exp_id = tracking.setup()
     tracking.end_orphaned_runs(exp_id)
     with mlflow.start_run(experiment_id=exp_id, run_name="lifecycle",

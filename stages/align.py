@@ -3,16 +3,17 @@
 dpo:  TRL's DPOTrainer on the preference pairs, reference = the SFT model.
 ppo:  the project's PPO trainer (core.ppo): policy and reference from SFT, value model initialised from
       the reward model, rewards from the `reward` stage's model with a per-token KL penalty.
-grpo: TRL's GRPOTrainer on the instruction prompts with verifiable rewards, as nanochat does RL on GSM8K and
-      DeepSeek-R1 with accuracy + format rewards: `correct` (1 when the sampled answer's label matches the
-      reference's) plus `format_weight` x `sentence` (1 when the answer is one full sentence, the form the
+grpo: TRL's GRPOTrainer on the instruction prompts with verifiable rewards from the task (params `task`,
+      tasks/), as nanochat does RL on GSM8K and DeepSeek-R1 with accuracy + format rewards: `correct` (the
+      task's reward: 1 when the sampled answer is the reference's; a free-form task's chrF in [0, 1]) plus,
+      for a task with a format rule, `format_weight` x `format` (the demo's: one full sentence, the form the
       preference data asks for); KL to the SFT model.
 """
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -23,9 +24,9 @@ from core import hf_trainers
 from core.hf_trainers import CheckpointLog, HistoryCallback, common_args
 from core.io import atomic_dir, read_jsonl, write_json, weight_bytes
 from core.errors import ConfigError
-from core.lm import (answer_of, is_sentence_answer, load_causal_lm, load_pretrained, load_tokenizer,
-                     require_same_tokenizer, reward_scores)
+from core.lm import load_causal_lm, load_pretrained, load_tokenizer, require_same_tokenizer, reward_scores
 from core.ppo import PPOSettings, PPOTrainer, ValueHead
+from tasks import Task, TaskConfig, check_fit, load_task
 
 CLEAN = Path("data/clean")
 SFT = Path("artifacts/sft")
@@ -62,11 +63,14 @@ class GRPOSettings(StageConfig):
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
     log_every: int = Field(10, gt=0)
     gradient_checkpointing: bool = Field(False, description="recompute activations: less memory, slower steps")
-    format_weight: float = Field(0.5, ge=0, description="weight of the full-sentence reward (0: correctness only)")
+    format_weight: float = Field(0.5, ge=0, description=(
+        "weight of the task's format reward, for a task that has a format rule (0: correctness only)"))
     checkpoint_every: int = Field(0, ge=0, description="save a resumable checkpoint every N steps (0: none)")
 
 
 class Config(StageConfig):
+    INCLUDE: ClassVar[tuple[str, ...]] = ("task",)
+    task: TaskConfig = TaskConfig()
     seed: int = 0
     method: Literal["dpo", "ppo", "grpo"] = "dpo"
     dpo: DPOSettings
@@ -137,19 +141,17 @@ def _texts(completions: list) -> list[str]:
     return [c[-1]["content"] if isinstance(c, list) else c for c in completions]
 
 
-def correct(completions: list, label: list[str], **_) -> list[float]:
-    """1.0 when the completion's checkable answer (answer_of) is the reference's, else 0.0."""
-    return [float(answer_of(t) == want) for t, want in zip(_texts(completions), label)]
+def task_rewards(task: Task) -> list:
+    """GRPO's reward functions (TRL calls each with the completions and the dataset's columns)."""
+    def correct(prompts: list, completions: list, reference: list[str], **_) -> list[float]:
+        """The task's verifiable reward: 1.0 for the reference's answer (free-form: chrF / 100)."""
+        return [task.reward(t, ref, p) for t, ref, p in zip(_texts(completions), reference, prompts)]
 
+    def format(completions: list, **_) -> list[float]:  # noqa: A001 (TRL logs rewards/<function name>)
+        """1.0 when the completion has the form the task asks for (sentiment: one full sentence)."""
+        return [float(bool(task.format_ok(t))) for t in _texts(completions)]
 
-def sentence(completions: list, **_) -> list[float]:
-    """1.0 when the completion is one full sentence (core.lm.is_sentence_answer), else 0.0."""
-    return [float(is_sentence_answer(t)) for t in _texts(completions)]
-
-
-def verifiable_reward(completions: list, label: list[str], format_weight: float) -> list[float]:
-    """What GRPO maximises: correct + format_weight x sentence (TRL sums the functions with these weights)."""
-    return [c + format_weight * f for c, f in zip(correct(completions, label), sentence(completions))]
+    return [correct, format] if task.format_ok("") is not None else [correct]
 
 
 def run_grpo(cfg: Config, tokenizer) -> tuple[torch.nn.Module, list[dict]]:
@@ -160,17 +162,20 @@ def run_grpo(cfg: Config, tokenizer) -> tuple[torch.nn.Module, list[dict]]:
     if g.batch_size % g.num_generations:
         raise ConfigError(f"align.grpo.batch_size ({g.batch_size}) must be a multiple of num_generations "
                           f"({g.num_generations})")
+    task = load_task(cfg.task)
     records = read_jsonl(CLEAN / "instructions.train.jsonl")
-    ds = Dataset.from_list([{"prompt": r["messages"][:-1], "label": answer_of(r["messages"][-1]["content"])}
-                            for r in records])
+    check_fit(task, records, str(CLEAN / "instructions.train.jsonl"))
+    ds = Dataset.from_list([{"prompt": task.prompt(r), "reference": task.reference(r)} for r in records])
+    rewards = task_rewards(task)
+    weights = [1.0, g.format_weight] if len(rewards) == 2 and g.format_weight else None
+    rewards = rewards if weights else rewards[:1]
     args = GRPOConfig(**common_args(WORK, cfg.seed, g.steps, g.batch_size, g.lr, g.warmup_ratio, g.log_every,
                                   g.gradient_checkpointing, g.checkpoint_every),
                       num_generations=g.num_generations, max_completion_length=g.max_completion_length,
                       beta=g.beta, temperature=g.temperature, loss_type=g.loss_type,
-                      reward_weights=[1.0, g.format_weight] if g.format_weight else None)
+                      reward_weights=weights)
     tokenizer.padding_side = "left"
     history = HistoryCallback("align")
-    rewards = [correct, sentence] if g.format_weight else [correct]
     trainer = GRPOTrainer(model=load_causal_lm(SFT), reward_funcs=rewards, args=args, train_dataset=ds,
                           processing_class=tokenizer, callbacks=[history, CheckpointLog("align")])
     hf_trainers.train(trainer, "align", WORK, hf_trainers.fingerprint(cfg, SFT, CLEAN / "instructions.train.jsonl"))
@@ -185,7 +190,7 @@ def run(cfg: Config) -> dict:
         keys = ["loss", "rewards/margins", "rewards/accuracies"]
     elif cfg.method == "grpo":
         model, history = run_grpo(cfg, tokenizer)
-        keys = ["reward", "rewards/correct/mean", "rewards/sentence/mean", "kl"]
+        keys = ["reward", "rewards/correct/mean", "rewards/format/mean", "kl"]
     else:
         model, history = run_ppo(cfg, tokenizer, dev)
         keys = ["objective/scores", "objective/kl", "objective/rlhf_reward"]
@@ -197,7 +202,8 @@ def run(cfg: Config) -> dict:
     metrics = {"method": cfg.method, **{k: v for k, v in last.items()
                                         if k != "step" and isinstance(v, float) and k not in tracking.WALL_CLOCK}}
     if cfg.method == "grpo":
-        metrics["format_weight"] = cfg.grpo.format_weight
+        has_format = load_task(cfg.task).format_ok("") is not None
+        metrics["format_weight"] = cfg.grpo.format_weight if has_format else 0.0
     tracking.save_curves(history, f"align ({cfg.method})", PLOT_PNG, keys, PLOT_DATA)
     write_json(METRICS, metrics)
     return metrics

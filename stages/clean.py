@@ -1,5 +1,14 @@
 """Stage `clean`: a datatrove pipeline per corpus, then the instruction and preference sets.
 
+Each corpus is cleaned by a preset (`clean.preset`): `web` runs the web chain below (the published recipes of
+Gopher, C4 and FineWeb, as FineWeb's own pipeline orders them); `curated` (books, code, math, chat, instruction
+data) keeps normalisation, PII redaction, exact and near dedup and decontamination, and drops only what is junk
+in any genre (the sanity filter: too short, binary or undecodable bytes, mojibake), as Dolma and The Stack do for
+their non-web sources; `none` only normalises (no filter, no dedup). Per-corpus settings in `corpus_overrides`
+override the preset. A drop guard stops the stage, before anything is written, when one filter (or the whole
+chain) removes more than `max_drop_fraction` of a corpus, naming the filter, its top reason, two dropped samples
+and the `--set` that relaxes it. Inputs with no usable records stop it too, instructions and preferences first.
+
 Corpora (general, domain), as datatrove passes on the configured executor (local, Slurm or Ray):
   1. read (text, JSONL, .gz, parquet, HTML, HF datasets; bad records counted with file:line) -> repair and
      normalise Unicode (ftfy, NFKC), HTML to text (trafilatura) -> boilerplate lines -> language ID
@@ -20,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -42,28 +52,50 @@ from datatrove.pipeline.readers import JsonlReader
 from datatrove.pipeline.writers import JsonlWriter, ParquetWriter
 from datatrove.utils.hashing import HashConfig
 from datatrove.utils.word_tokenizers import WordTokenizer, load_word_tokenizer
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from core import tracking
 from core.config import StageConfig
 from core.errors import ConfigError, InputError, LifecycleError
-from core.formats import read_instructions, read_preferences
+from core.formats import InputSpec, read_instructions, read_preferences
 from core.io import atomic_dir, write_json, write_jsonl
 from core.quality import (FastC4QualityFilter, FastFineWebQualityFilter, FastGopherQualityFilter,
-                          FastGopherRepetitionFilter, tokens_for)
+                          FastGopherRepetitionFilter, SanityFilter, tokens_for)
 from core.readers import CorpusReader, is_hf_dataset_dir, read_problems, split_spec
 
 OUT_DIR = Path("data/clean")
 METRICS = Path("metrics/clean.json")
 CORPORA = ("general", "domain")
+RECORD_INPUTS = ("instructions", "preferences")
+WEB_FILTERS = ("language", "boilerplate", "gopher_repetition", "gopher_quality", "c4", "fineweb")
+Preset = Literal["web", "curated", "none"]
 
 
 # --------------------------------------------------------------------------- config
 class DataConfig(StageConfig):
-    general: str
-    domain: str
-    instructions: str
-    preferences: str
+    """params.yaml `data`: each input a path or {path, fields, subset, split} (core.formats.InputSpec)."""
+    general: InputSpec
+    domain: InputSpec
+    instructions: InputSpec
+    preferences: InputSpec
+
+    @model_validator(mode="after")
+    def _roles(self) -> "DataConfig":
+        for name in (*CORPORA, *RECORD_INPUTS):
+            getattr(self, name).check_roles("corpus" if name in CORPORA else name, f"data.{name}")
+        return self
+
+
+def preset_settings(preset: str) -> dict:
+    """The settings a preset puts over the configured ones (corpus_overrides go over these in turn)."""
+    if preset == "web":  # the configured chain as it stands
+        return {}
+    off = {key: {"enabled": False} for key in ("language", "gopher_repetition", "gopher_quality", "c4", "fineweb")}
+    # HTML conversion off too: code and docs corpora hold markup that is content, not a page to extract
+    off.update(boilerplate_patterns=[], html_to_text=False, sanity={"enabled": preset == "curated"})
+    if preset == "none":
+        off.update(exact_dedup=False, minhash={"enabled": False})
+    return off
 
 
 class GopherRepetitionConfig(StageConfig):
@@ -122,6 +154,15 @@ class LanguageConfig(StageConfig):
     min_score: float = Field(0.65, ge=0, le=1)
 
 
+class SanityConfig(StageConfig):
+    """Junk in any genre: the curated preset's one quality filter (off in the web chain unless enabled)."""
+    enabled: bool = False
+    min_chars: int = Field(20, ge=0, description="shorter documents are dropped")
+    min_words: int = Field(3, ge=0, description="documents with fewer whitespace-separated words are dropped")
+    max_junk_char_ratio: float = Field(0.01, ge=0, le=1, description=(
+        "share of replacement (U+FFFD), private-use or unassigned characters above which a document is binary junk"))
+
+
 class MinHashConfig(StageConfig):
     enabled: bool = True
     ngram: int = Field(5, gt=0)
@@ -151,6 +192,13 @@ class Config(StageConfig):
     data: DataConfig
     seed: int = 0
     strict: bool = False
+    preset: dict[str, Preset] = Field({"general": "web", "domain": "curated"}, description=(
+        "per corpus: web (Gopher, C4, FineWeb, language ID, boilerplate) | curated (sanity filter only) | none"))
+    max_drop_fraction: float = Field(0.5, gt=0, le=1, description=(
+        "a filter, the whole chain, or bad input records removing more of an input than this stops the stage"))
+    min_records: int = Field(10, ge=1, description="instructions and preferences: fewer usable records stop the stage")
+    heldout_min_docs: int = Field(50, ge=1, description=(
+        "held-out documents per corpus at least (up to half a small corpus), whatever heldout_fraction gives"))
     heldout_fraction: float = Field(0.05, gt=0, lt=1)
     heldout_max_docs: int = Field(10_000, ge=0, description=(
         "at most about this many held-out documents per corpus (the fraction shrinks on large corpora, which "
@@ -160,6 +208,7 @@ class Config(StageConfig):
     html_to_text: bool = True
     boilerplate_patterns: list[str] = []
     language: LanguageConfig = LanguageConfig()
+    sanity: SanityConfig = SanityConfig()
     gopher_repetition: GopherRepetitionConfig = GopherRepetitionConfig()
     gopher_quality: GopherQualityConfig = GopherQualityConfig()
     c4: C4Config = C4Config()
@@ -180,11 +229,15 @@ class Config(StageConfig):
             return {**base, **{k: merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict)
                                else v for k, v in over.items()}}
 
-        unknown = set(self.corpus_overrides) - set(CORPORA)
-        if unknown:
-            raise ConfigError(f"params.yaml: clean.corpus_overrides: unknown corpus {sorted(unknown)[0]!r}")
-        over = self.corpus_overrides.get(name)
+        for key in ("corpus_overrides", "preset"):
+            unknown = set(getattr(self, key)) - set(CORPORA)
+            if unknown:
+                raise ConfigError(f"params.yaml: clean.{key}: unknown corpus {sorted(unknown)[0]!r}")
+        over = merge(preset_settings(self.preset_of(name)), self.corpus_overrides.get(name) or {})
         return self if not over else Config.model_validate(merge(self.model_dump(), over))
+
+    def preset_of(self, name: str) -> str:
+        return self.preset.get(name, "web")
 
 
 # --------------------------------------------------------------------------- text blocks
@@ -574,6 +627,8 @@ def quality_blocks(cfg: Config, samples: str) -> list[BaseFilter]:
     if cfg.language.enabled:
         blocks.append(LanguageFilter(cfg.language.languages, cfg.language.min_score,
                                      exclusion_writer=sampler("language")))
+    if cfg.sanity.enabled:
+        blocks.append(SanityFilter(**cfg.sanity.model_dump(exclude={"enabled"}), exclusion_writer=sampler("sanity")))
     if cfg.gopher_repetition.enabled:
         c = cfg.gopher_repetition.model_dump(exclude={"enabled"})
         blocks.append(FastGopherRepetitionFilter(**{**c, "top_n_grams": tuple(map(tuple, c["top_n_grams"])),
@@ -591,32 +646,54 @@ def quality_blocks(cfg: Config, samples: str) -> list[BaseFilter]:
     return blocks
 
 
-def n_input_files(spec: str) -> int:
+def n_input_files(spec: InputSpec) -> int:
     """Input files of a corpus (a saved or hub HF dataset counts as one)."""
-    if spec.startswith("hf://") or is_hf_dataset_dir(Path(spec)):
+    if spec.path.startswith("hf://") or is_hf_dataset_dir(Path(spec.path)):
         return 1
-    folder, pattern = split_spec(spec)
+    folder, pattern = split_spec(spec.path)
     if pattern is None:
         return sum(1 for p in Path(folder).rglob("*") if p.is_file() and not p.name.startswith("."))
     return sum(1 for p in Path(folder).glob(pattern) if p.is_file())
 
 
-def clean_corpus(name: str, spec: str, cfg: Config, work: Path, run) -> tuple[dict, int]:
-    """Passes 1-6 for one corpus. Returns (metrics, tasks); leaves deduplicated-ready files in `work`."""
+def corpus_reader(spec: InputSpec, problems_dir: str, strict: bool) -> CorpusReader:
+    return CorpusReader(spec.path, problems_dir=problems_dir, strict=strict, text_key=str(spec.fields.get("text", "text")),
+                        subset=spec.subset, split=spec.split)
+
+
+def filter_corpus(name: str, spec: InputSpec, cfg: Config, work: Path, run) -> tuple[dict, int]:
+    """Pass 1 for one corpus: read, normalise, filter, redact -> work/<name>/filtered. Returns (stats, tasks)."""
     w = work / name
     tasks = cfg.executor.tasks or max(1, n_input_files(spec))
-    samples = str(w / "samples")
-    reader = CorpusReader(spec, problems_dir=str(w / "problems"), strict=cfg.strict)
-    pipeline = [reader, *quality_blocks(cfg, samples)]
+    pipeline = [corpus_reader(spec, str(w / "problems"), cfg.strict), *quality_blocks(cfg, str(w / "samples"))]
     if cfg.redact_pii:
         pipeline.append(RedactPII())
     pipeline.append(JsonlWriter(str(w / "filtered"), output_filename="${rank}.jsonl", compression=None))
-    stats = run(f"{name}-1-filter", pipeline, tasks)
-    if cfg.heldout_max_docs:
-        filtered = sum(sum(1 for _ in open(p, "rb")) for p in (w / "filtered").glob("*.jsonl"))
-        if filtered * cfg.heldout_fraction > cfg.heldout_max_docs:
-            cfg = cfg.model_copy(update={"heldout_fraction": cfg.heldout_max_docs / filtered})
+    return run(f"{name}-1-filter", pipeline, tasks), tasks
 
+
+def heldout_fraction(cfg: Config, filtered: Path) -> float:
+    """heldout_fraction, shrunk to keep at most heldout_max_docs, raised on small corpora to hold out at least
+    heldout_min_docs (up to half the corpus): the split is by hash, so the threshold is read off the hashes."""
+    files = sorted(filtered.glob("*.jsonl"))
+    n = sum(sum(1 for _ in open(p, "rb")) for p in files)
+    fraction = cfg.heldout_fraction
+    if cfg.heldout_max_docs and n * fraction > cfg.heldout_max_docs:
+        fraction = cfg.heldout_max_docs / n
+    want = min(math.ceil(cfg.heldout_min_docs * 1.25), n // 2)  # spare: dedup removes some later
+    if want and n * fraction < 2 * want:
+        keys = sorted(stable_hash(f"{cfg.seed}:{json.loads(line)['text']}") % 1_000_000
+                      for p in files for line in open(p, encoding="utf-8"))
+        fraction = max(fraction, min((keys[want - 1] + 1) / 1_000_000, 0.5))
+    return fraction
+
+
+def dedup_corpus(name: str, cfg: Config, work: Path, run, tasks: int) -> dict:
+    """Passes 2-6 for one corpus: exact and near-duplicate signatures and clusters. Returns stats and the
+    held-out fraction; leaves deduplicated-ready files in `work`."""
+    w = work / name
+    samples = str(w / "samples")
+    cfg = cfg.model_copy(update={"heldout_fraction": heldout_fraction(cfg, w / "filtered")})
     exact = ExactDedupConfig(content_getter=exact_key, hash_config=HashConfig(precision=64))
     if cfg.exact_dedup:
         run(f"{name}-2-exact-signatures",
@@ -645,7 +722,7 @@ def clean_corpus(name: str, spec: str, cfg: Config, work: Path, run) -> tuple[di
                                                                        save_cluster_id=True)], 1)
     else:
         stats6 = {}
-    return {"stats": {**stats, **stats4, **stats6}, "heldout_fraction": cfg.heldout_fraction}, tasks
+    return {"stats": {**stats4, **stats6}, "heldout_fraction": cfg.heldout_fraction}
 
 
 def write_corpus(name: str, cfg: Config, work: Path, out: Path, eval_ngrams: Path | None, tasks: int, run,
@@ -667,8 +744,91 @@ def write_corpus(name: str, cfg: Config, work: Path, out: Path, eval_ngrams: Pat
     return run(f"{name}-7-split", pipeline, tasks)
 
 
+# --------------------------------------------------------------------------- guards
+class DropGuard(InputError):
+    """An input lost too much to cleaning: the message ends with the `--set` arguments that relax it."""
+
+
+def _samples(work: Path, name: str, step: str, n: int = 2) -> list[str]:
+    rows = [json.loads(line) for p in sorted((work / name / "samples").glob("*.jsonl"))
+            for line in p.read_text(encoding="utf-8").splitlines()]
+    return [" ".join(r["text"].split())[:160] for r in rows if r["step"] == step][:n]
+
+
+def _problem_summary(problems: list[dict]) -> str:
+    kinds = Counter(p["kind"] for p in problems)
+    first = problems[0]
+    return (", ".join(f"{k} {v}" for k, v in kinds.most_common()) + f"; the first: {first['where']}: "
+            f"{first['detail']}")
+
+
+def corpus_guard(name: str, cfg: Config, m: dict, problems: list[dict], work: Path, final: bool) -> tuple[str, str]:
+    """('', '') when the corpus kept enough, else (what happened, the --set that relaxes it). An input with no
+    usable records at all is an error no setting relaxes."""
+    spec = getattr(cfg.data, name).path
+    read = m["docs_in"] + len(problems)
+    if m["docs_in"] == 0:
+        detail = f"; problems: {_problem_summary(problems)}" if problems else ""
+        raise InputError(f"{spec}: data.{name} holds no usable documents ({read} record(s) read{detail})")
+    if problems and len(problems) / read > cfg.max_drop_fraction:
+        raise InputError(f"{spec}: {len(problems)} of {read} records of data.{name} are unreadable "
+                         f"({len(problems) / read:.1%}, above clean.max_drop_fraction={cfg.max_drop_fraction}): "
+                         f"{_problem_summary(problems)}")
+    preset = cfg.preset_of(name)
+    if final:
+        share = m["dropped_total"] / m["docs_in"]
+        if share <= cfg.max_drop_fraction:
+            return "", ""
+        worst = max(m["dropped"], key=lambda k: sum(m["dropped"][k].values()))
+        what = (f"corpus '{name}' ({spec}): the whole cleaning chain ({preset} preset) removed {m['dropped_total']} "
+                f"of {m['docs_in']} documents ({share:.1%}); the largest share went to '{worst}'")
+    else:
+        drops = {k: sum(r.values()) for k, r in m["dropped"].items()}
+        worst = max(drops, key=drops.get, default=None)
+        share = drops[worst] / m["docs_in"] if worst else 0.0
+        if share <= cfg.max_drop_fraction:
+            return "", ""
+        what = f"corpus '{name}' ({spec}): filter '{worst}' ({preset} preset) dropped {drops[worst]} of {m['docs_in']} " \
+               f"documents ({share:.1%})"
+    reasons = m["dropped"].get(worst, {})
+    top = max(reasons, key=reasons.get) if reasons else worst
+    examples = "".join(f"\n    - {t!r}" for t in _samples(work, name, worst))
+    what += (f", above clean.max_drop_fraction={cfg.max_drop_fraction}. Top reason: {top} ({reasons.get(top, 0)})."
+             + (f" Dropped, for example:{examples}" if examples else ""))
+    if preset == "web" and worst in WEB_FILTERS:
+        return what + "\n  The web filters expect web prose; books, code, math and chat want the curated preset.", \
+            f"--set clean.preset.{name}=curated"
+    if preset == "curated" and worst == "sanity":
+        return what, f"--set clean.preset.{name}=none"
+    return what, f"--set clean.max_drop_fraction={min(math.ceil(share * 100 + 1) / 100, 1.0)}"
+
+
+def raise_guards(found: list[tuple[str, str]]) -> None:
+    found = [f for f in found if f[0]]
+    if found:
+        fixes = " ".join(dict.fromkeys(fix for _, fix in found))
+        raise DropGuard("\n".join(what for what, _ in found) + "\nNothing was written. If these documents are "
+                        f"what you want to train on, rerun with:\n  lifecycle run {fixes}")
+
+
+def records_guard(cfg: Config, metrics: dict, found: dict[str, list[dict]]) -> None:
+    """Instructions and preferences: enough usable records, few enough malformed ones."""
+    for name in RECORD_INPUTS:
+        spec, problems = getattr(cfg.data, name).path, found[name]
+        total = metrics[name]["docs_in"]
+        usable = total - len(problems)
+        detail = f"; problems: {_problem_summary(problems)}" if problems else ""
+        if usable < cfg.min_records:
+            raise InputError(f"{spec}: {usable} usable {name} record(s) of {total} read, fewer than "
+                             f"clean.min_records={cfg.min_records}{detail}")
+        if len(problems) / total > cfg.max_drop_fraction:
+            raise InputError(f"{spec}: {len(problems)} of {total} {name} records are malformed "
+                             f"({len(problems) / total:.1%}, above clean.max_drop_fraction={cfg.max_drop_fraction})"
+                             f"{detail}")
+
+
 STEP_KEYS = {"Corpus reader": "reader", "Normalise": "normalize", "Boilerplate": "boilerplate",
-             "Language": "language", "Gopher Repetition": "gopher_repetition", "Gopher Quality": "gopher_quality",
+             "Language": "language", "Sanity": "sanity", "Gopher Repetition": "gopher_repetition", "Gopher Quality": "gopher_quality",
              "C4 Quality": "c4", "FineWeb": "fineweb", "PII": "pii", "exact-deduplication stage 3": "exact_dedup",
              "MinHash stage 3": "minhash_cluster", "MinHash stage 4": "near_dedup", "Split": "split"}
 
@@ -694,6 +854,9 @@ def corpus_metrics(stats: dict[str, Counter], problems: list[dict]) -> dict:
         "input_problems": dict(sorted(Counter(p["kind"] for p in problems).items())),
         "dropped": dropped,
         "dropped_total": sum(sum(r.values()) for r in dropped.values()),
+        # each filter's share of the documents read: what the drop guard compares with max_drop_fraction
+        "drop_share": {k: round(sum(r.values()) / max(get("reader", "documents_read"), 1), 4)
+                       for k, r in dropped.items()},
         "exact_duplicates": get("exact_dedup", "dropped"),
         "near_duplicate_clusters": get("minhash_cluster", "clusters"),
         "near_duplicates": get("near_dedup", "dropped"),
@@ -757,6 +920,7 @@ def clean_records(cfg: Config, metrics: dict, problems: list[dict]) -> dict[str,
         metrics[name]["docs_in"] += len(rows)
         metrics[name]["input_problems"] = dict(sorted(Counter(p["kind"] for p in rows).items()))
         problems.extend(rows)
+    records_guard(cfg, metrics, found)
     splits: dict[str, dict[str, list]] = {}
     for name, records, msgs in (("instructions", instructions, lambda r: r["messages"]),
                                 ("preferences", preferences, lambda r: r["prompt"])):
@@ -772,6 +936,11 @@ def clean_records(cfg: Config, metrics: dict, problems: list[dict]) -> dict[str,
         metrics[name]["dropped"]["contains_heldout"] = before - len(split["train"])
         metrics[name]["train"], metrics[name]["heldout"] = len(split["train"]), len(split["heldout"])
         metrics[name]["docs_out"] = len(split["train"]) + len(split["heldout"])
+        for part in ("train", "heldout"):
+            if not split[part]:
+                raise InputError(f"{getattr(cfg.data, name).path}: no {name} record left for the {part} split of "
+                                 f"{metrics[name]['docs_out']}; bring more records or change "
+                                 "clean.task_heldout_fraction")
     return splits
 
 
@@ -790,19 +959,19 @@ def check_inputs(cfg: Config) -> None:
     """Every input exists and has a readable form, before any long pass starts."""
     for name in CORPORA:
         spec = getattr(cfg.data, name)
-        CorpusReader(spec, problems_dir="unused")
+        corpus_reader(spec, "unused", False)
         if n_input_files(spec) == 0:
-            raise InputError(f"{spec}: no input files")
-    for name in ("instructions", "preferences"):
-        spec = getattr(cfg.data, name)
+            raise InputError(f"{spec.path}: no input files")
+    for name in RECORD_INPUTS:
+        spec = getattr(cfg.data, name).path
         if not spec.startswith("hf://") and not Path(spec).exists():
             raise InputError(f"{spec}: input not found")
 
 
 def local_input_bytes(cfg: Config) -> int:
     total = 0
-    for name in (*CORPORA, "instructions", "preferences"):
-        path = Path(getattr(cfg.data, name))
+    for name in (*CORPORA, *RECORD_INPUTS):
+        path = Path(getattr(cfg.data, name).path)
         if path.is_dir():
             total += sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
         elif path.is_file():
@@ -816,34 +985,47 @@ def run(cfg: Config) -> dict:
     # the work folder holds about two decompressed copies of the corpora, the output one more
     with atomic_dir(OUT_DIR, 3 * local_input_bytes(cfg)) as tmp:
         work = (tmp / ".work").resolve()  # absolute: fsspec caches folders by their path string
-        runner = Runner(cfg.executor, work)
-        tasks = {}
-        for name in CORPORA:
-            metrics[name], tasks[name] = clean_corpus(name, getattr(cfg.data, name), cfg.for_corpus(name), work,
-                                                      runner)
         problems: list[dict] = []
-        splits = clean_records(cfg, metrics, problems)
+        splits = clean_records(cfg, metrics, problems)  # small, and refused in seconds when broken
+        runner = Runner(cfg.executor, work)
+        tasks, stats, corpus_problems = {}, {}, {}
+        for name in CORPORA:
+            stats[name], tasks[name] = filter_corpus(name, getattr(cfg.data, name), cfg.for_corpus(name), work, runner)
+            corpus_problems[name] = read_problems(work / name / "problems")
+        # every corpus's filters checked before any dedup pass, so one message holds every fix
+        raise_guards([corpus_guard(name, cfg, corpus_metrics(stats[name], corpus_problems[name]),
+                                   corpus_problems[name], work, final=False) for name in CORPORA])
+        for name in CORPORA:
+            found = dedup_corpus(name, cfg.for_corpus(name), work, runner, tasks[name])
+            metrics[name] = {"stats": {**stats[name], **found["stats"]}, "heldout_fraction": found["heldout_fraction"]}
         ngrams = eval_ngrams(cfg, work, splits) if cfg.decontamination.enabled else None
         samples = []
         for name in CORPORA:
-            stats = metrics[name].pop("stats")
+            corpus_stats = metrics[name].pop("stats")
             fraction = metrics[name].pop("heldout_fraction")
-            stats.update(write_corpus(name, cfg.for_corpus(name), work, tmp, ngrams, tasks[name], runner, fraction))
-            corpus_problems = read_problems(work / name / "problems")
-            metrics[name] = corpus_metrics(stats, corpus_problems)
+            corpus_stats.update(write_corpus(name, cfg.for_corpus(name), work, tmp, ngrams, tasks[name], runner,
+                                             fraction))
+            metrics[name] = corpus_metrics(corpus_stats, corpus_problems[name])
+            metrics[name]["preset"] = cfg.preset_of(name)
             metrics[name]["heldout_fraction"] = fraction
             metrics[name]["docs_out"] = metrics[name]["train"] + metrics[name]["heldout"]
-            problems += corpus_problems
+            problems += corpus_problems[name]
             for path in sorted((work / name / "samples").glob("*.jsonl")):
                 samples += [{"dataset": name, **json.loads(line)} for line in path.read_text().splitlines()]
+        raise_guards([corpus_guard(name, cfg, metrics[name], corpus_problems[name], work, final=True)
+                      for name in CORPORA])
+        for name in CORPORA:
+            if not metrics[name]["train"] or not metrics[name]["heldout"]:
+                raise InputError(f"{getattr(cfg.data, name).path}: data.{name} left {metrics[name]['train']} training "
+                                 f"and {metrics[name]['heldout']} held-out documents after cleaning; both need some")
         for name, split in splits.items():
             for part, rows in split.items():
                 write_jsonl(tmp / f"{name}.{part}.jsonl", rows)
         write_jsonl(tmp / "dropped_samples.jsonl", samples)
         write_jsonl(tmp / "problems.jsonl", problems)
         shutil.rmtree(work)
-    metrics["docs_in"] = sum(metrics[n]["docs_in"] for n in (*CORPORA, "instructions", "preferences"))
-    metrics["docs_out"] = sum(metrics[n]["docs_out"] for n in (*CORPORA, "instructions", "preferences"))
+    metrics["docs_in"] = sum(metrics[n]["docs_in"] for n in (*CORPORA, *RECORD_INPUTS))
+    metrics["docs_out"] = sum(metrics[n]["docs_out"] for n in (*CORPORA, *RECORD_INPUTS))
     metrics["input_problems"] = len(problems)
     write_json(METRICS, metrics)
     tracking.log_artifact(OUT_DIR / "dropped_samples.jsonl", "samples")

@@ -4,7 +4,8 @@ Every run logs the aligned model (mlflow.transformers, from the local checkpoint
 `model_name` with alias `candidate`. The alias `champion` moves to it only when every gate passes:
   - general perplexity: aligned vs the domain model, relative rise at most `max_general_ppl_rise`
   - KL of aligned to SFT on held-out answers at most `max_kl_to_sft`
-  - task accuracy not below the current champion's (minus `task_accuracy_tolerance`); passes when there is none
+  - the task's primary metric (task accuracy; chrF for a free-form task) not below the current champion's
+    (minus `task_accuracy_tolerance`, in the metric's units); passes when there is none
 Gate values, bounds and the outcome go to metrics/promote.json and the report card.
 """
 from __future__ import annotations
@@ -31,8 +32,13 @@ class Config(StageConfig):
     task_accuracy_tolerance: float = Field(0.0, ge=0, description="allowed drop below the champion's accuracy")
 
 
+def primary_metric(evaluation: dict) -> str:
+    return (evaluation.get("task") or {}).get("primary_metric", "task_accuracy")
+
+
 def gates(cfg: Config, evaluation: dict, champion_accuracy: float | None) -> list[dict]:
     aligned, domain = evaluation["aligned"], evaluation["domain"]
+    key = primary_metric(evaluation)
     rise = aligned["ppl_general"] / domain["ppl_general"] - 1
     floor = None if champion_accuracy is None else champion_accuracy - cfg.task_accuracy_tolerance
     return [
@@ -40,13 +46,13 @@ def gates(cfg: Config, evaluation: dict, champion_accuracy: float | None) -> lis
          "passed": rise <= cfg.max_general_ppl_rise},
         {"name": "kl_to_sft", "value": aligned["kl_to_sft"], "bound": cfg.max_kl_to_sft,
          "passed": aligned["kl_to_sft"] <= cfg.max_kl_to_sft},
-        {"name": "task_accuracy_vs_champion", "value": aligned["task_accuracy"], "bound": floor,
-         "passed": floor is None or aligned["task_accuracy"] >= floor - 1e-9},
+        {"name": f"{key}_vs_champion", "value": aligned[key], "bound": floor,
+         "passed": floor is None or aligned[key] >= floor - 1e-9},
     ]
 
 
-def champion_accuracy(client, name: str) -> float | None:
-    """The current champion's held-out task accuracy, from the run that registered it."""
+def champion_accuracy(client, name: str, key: str = "task_accuracy") -> float | None:
+    """The current champion's held-out primary task metric, from the run that registered it."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -54,9 +60,10 @@ def champion_accuracy(client, name: str) -> float | None:
     except MlflowException:  # no such model or no champion yet
         return None
     metrics = client.get_run(version.run_id).data.metrics
-    if "aligned.task_accuracy" not in metrics:
-        raise LifecycleError(f"champion of '{name}' (version {version.version}) has no aligned.task_accuracy metric")
-    return metrics["aligned.task_accuracy"]
+    if f"aligned.{key}" not in metrics:
+        raise LifecycleError(f"champion of '{name}' (version {version.version}) has no aligned.{key} metric: it was "
+                             "evaluated on another task; register this model under another promote.model_name")
+    return metrics[f"aligned.{key}"]
 
 
 def run(cfg: Config) -> dict:
@@ -71,7 +78,7 @@ def run(cfg: Config) -> dict:
     if not tracking.active():
         raise LifecycleError("promote needs an MLflow run (run it through `lifecycle run` or `dvc repro`)")
     client = MlflowClient()
-    best = champion_accuracy(client, cfg.model_name)
+    best = champion_accuracy(client, cfg.model_name, primary_metric(evaluation))
     results = gates(cfg, evaluation, best)
     promoted = all(g["passed"] for g in results)
     tracking.log_metrics({f"aligned.{k}": v for k, v in evaluation["aligned"].items()})

@@ -187,12 +187,20 @@ def test_clean_finds_planted_problems(cleaned):
     for corpus in ("general", "domain"):
         c = m[corpus]
         assert c["exact_duplicates"] > 0 and c["near_duplicates"] > 0 and c["near_duplicate_clusters"] > 0
-        assert c["dropped"]["language"]["language"] > 0
-        assert c["dropped"]["boilerplate"]["boilerplate_only"] > 0
         assert c["pii_redactions"] > 0
+        assert c["heldout"] >= 50  # clean.heldout_min_docs, whatever heldout_fraction gives on a small corpus
         assert c["docs_out"] == c["train"] + c["heldout"] < c["docs_in"]
         assert c["bytes_out"] < c["bytes_in"]
         assert c["docs_in"] - c["dropped_total"] == c["docs_out"]
+    # general: the web preset (language ID, boilerplate, ...); domain: curated (the sanity filter only)
+    assert m["general"]["preset"] == "web" and m["domain"]["preset"] == "curated"
+    assert m["general"]["dropped"]["language"]["language"] > 0
+    assert m["general"]["dropped"]["boilerplate"]["boilerplate_only"] > 0
+    assert set(m["domain"]["dropped"]) & set(clean.WEB_FILTERS) == set()
+    assert m["domain"]["dropped"]["sanity"]["too_few_words"] > 0  # the planted junk ("ok", "lol", random strings)
+    for corpus in ("general", "domain"):  # each filter's share of the documents read
+        c = m[corpus]
+        assert c["drop_share"] == {k: round(sum(r.values()) / c["docs_in"], 4) for k, r in c["dropped"].items()}
     assert m["general"]["input_problems"] == {"invalid_json": 1, "invalid_utf8": 1, "missing_text": 1}
     problems = [json.loads(line) for line in (root / "data/clean/problems.jsonl").read_text().splitlines()]
     corpus_problems = {p["where"].rsplit("/", 1)[-1] for p in problems if "b.jsonl" in p["where"]}
@@ -293,7 +301,8 @@ def test_minhash_dedup_finds_planted_near_duplicates_and_keeps_related_documents
         "decontamination": off, "executor": {"workers": 1}})
     work = tmp_path / "work"
     runner = clean.Runner(c.executor, work)
-    m, tasks = clean.clean_corpus("general", str(corpus), c, work, runner)
+    _, tasks = clean.filter_corpus("general", c.data.general, c, work, runner)
+    m = clean.dedup_corpus("general", c, work, runner, tasks)
     clean.write_corpus("general", c, work, tmp_path / "out", None, tasks, runner, m["heldout_fraction"])
     kept = {int(i) for f in (tmp_path / "out" / "general").rglob("*.parquet")
             for i in pq.read_table(f, columns=["id"]).column("id").to_pylist()}

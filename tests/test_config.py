@@ -26,7 +26,7 @@ def test_included_top_level_section(tmp_path):
     p = tmp_path / "params.yaml"
     p.write_text("data: {general: g, domain: d, instructions: i, preferences: p}\nclean: {c4: {min_num_sentences: 3}}\n")
     cfg = load_section("clean", clean.Config, p)
-    assert cfg.data.general == "g" and cfg.c4.min_num_sentences == 3
+    assert cfg.data.general.path == "g" and cfg.c4.min_num_sentences == 3
     p.write_text("data: {general: g, domain: d, instructions: i}\nclean: {}\n")
     with pytest.raises(ConfigError, match=r"data\.preferences: Field required"):
         load_section("clean", clean.Config, p)

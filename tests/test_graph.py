@@ -30,7 +30,7 @@ def test_targets_bring_their_upstream_stages_in_dvc_order(in_root):
 
 
 def test_deps_resolve_params_variables(in_root):
-    assert in_root["data"]["general"] in graph.stage_deps("clean", in_root)
+    assert in_root["data"]["general"]["path"] in graph.stage_deps("clean", in_root)
     with pytest.raises(LifecycleError, match="data.general"):
         graph.stage_deps("clean", {"data": {}})
 

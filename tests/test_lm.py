@@ -11,12 +11,6 @@ def tok():
     return tokenizer_stage.build(texts, tokenizer_stage.Config(vocab_size=300))
 
 
-def test_answer_of():
-    assert lm.answer_of("positive") == "positive"
-    assert lm.answer_of("The review is Negative.\nmore text") == "negative"
-    assert lm.answer_of("  \n") == ""
-
-
 def test_chat_template_and_special_tokens(tok):
     msgs = [{"role": "user", "content": "Is it good?"}]
     prompt = lm.prompt_text(tok, msgs)
@@ -76,13 +70,3 @@ def test_kl_of_a_model_to_itself_is_zero(tok):
     assert all(abs(k) < 1e-5 for k in kl)
     other = LlamaForCausalLM(model.config)
     assert all(k > 0 for k in lm.answer_kl(model, other, tok, prompts, ["positive", "The review is negative."]))
-
-
-@pytest.mark.parametrize("text, expected", [
-    ("The review is positive.", True), ("  The review is negative.\n", True), ("positive", False),
-    ("the review is positive.", False), ("The review is positive", False), ("Positive.", False),
-    ("The review is positive.\nThe review is positive.", False), ("", False)])
-def test_sentence_answer(text, expected):
-    from core.lm import is_sentence_answer
-
-    assert is_sentence_answer(text) is expected

@@ -72,8 +72,9 @@ def test_masked_whiten_and_adaptive_kl():
     assert ctl.value == pytest.approx(0.1 * (1 + 0.2 * 10 / 100))
 
 
-def test_verifiable_rewards_check_the_label_and_the_sentence_form():
-    from stages.align import correct, sentence, verifiable_reward
+def test_grpo_rewards_come_from_the_task():
+    from stages.align import task_rewards
+    from tasks import TaskConfig, load_task
 
     completions = [[{"role": "assistant", "content": "The review is positive."}],
                    [{"role": "assistant", "content": "negative"}],
@@ -81,10 +82,15 @@ def test_verifiable_rewards_check_the_label_and_the_sentence_form():
                    "negative",
                    "The review is negative.\nThe review is negative.",
                    "the review is negative."]
-    labels = ["positive", "positive", "positive", "negative", "negative", "negative"]
-    assert correct(completions, label=labels) == [1.0, 0.0, 0.0, 1.0, 1.0, 1.0]
-    assert sentence(completions) == [1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
-    assert verifiable_reward(completions, labels, format_weight=0.5) == [1.5, 0.0, 0.0, 1.0, 1.0, 1.0]
+    refs = ["positive", "The review is positive.", "positive", "negative", "negative", "negative"]
+    prompts = [[{"role": "user", "content": "Is it good?"}]] * 6
+    correct, form = task_rewards(load_task(TaskConfig(name="sentiment")))
+    assert correct(prompts, completions, reference=refs) == [1.0, 0.0, 0.0, 1.0, 1.0, 1.0]
+    assert form(completions) == [1.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    # a numeric task has no format rule: correctness alone
+    rewards = task_rewards(load_task(TaskConfig(name="numeric")))
+    assert len(rewards) == 1
+    assert rewards[0]([[]] * 2, ["so 1,000 in all", "it is 7"], reference=["x\n#### 1000", "#### 8"]) == [1.0, 0.0]
 
 
 def test_ppo_step_with_a_value_head_and_a_lora_policy():
