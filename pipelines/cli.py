@@ -105,6 +105,9 @@ def main(argv: list[str] | None = None) -> None:
             for name, path in generate().items():
                 print(f"{name}: {path}")
     except LifecycleError as exc:
+        import logging
+
+        logging.getLogger("prefect").setLevel(logging.WARNING)  # the error (and its fix) stays the last thing printed
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
 

@@ -112,9 +112,21 @@ def dvc(args: list[str], env: dict | None = None, what: str = "") -> str:
     code = proc.wait()
     text = captured.decode("utf-8", "replace")
     if code != 0:
-        tail = "\n".join(line for line in text.splitlines() if line.startswith(("error", "ERROR")))[-2000:]
-        raise LifecycleError(f"{what or 'dvc ' + ' '.join(args)} failed (exit {code}){': ' + tail if tail else ''}")
+        raise LifecycleError(f"{what or 'dvc ' + ' '.join(args)} failed (exit {code}){error_block(text)}")
     return text
+
+
+def error_block(text: str) -> str:
+    """A failed stage's own error, whole (its message may run over several lines and end with the fix), else
+    DVC's error lines."""
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("error: [")), None)
+    if start is not None:
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("ERROR: failed to reproduce")),
+                   len(lines))
+        return ":\n" + "\n".join(lines[start:end])[-6000:]
+    tail = "\n".join(line for line in lines if line.startswith(("error", "ERROR")))[-2000:]
+    return ": " + tail if tail else ""
 
 
 def dvc_quiet(args: list[str], cwd: Path | None = None) -> str:

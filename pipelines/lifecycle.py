@@ -59,13 +59,19 @@ def preflight_task(params: dict, limit: int = 2000) -> None:
     any stage runs, so a task that cannot score these answers stops the run now, not after training."""
     from core.formats import InputSpec, read_instructions
 
+    from core.errors import InputError
+
     spec = InputSpec.model_validate(params["data"]["instructions"])
     records = []
-    for record in read_instructions(spec, on_problem=lambda _: None):  # malformed rows: the clean stage's job
-        records.append(record)
-        if len(records) >= limit:
-            break
-    check_fit(load_task(TaskConfig.model_validate(params.get("task") or {})), records, spec.path)
+    try:
+        for record in read_instructions(spec, on_problem=lambda _: None):
+            records.append(record)
+            if len(records) >= limit:
+                break
+    except InputError:
+        return  # an unreadable input is the clean stage's to report, with every problem counted
+    if records:
+        check_fit(load_task(TaskConfig.model_validate(params.get("task") or {})), records, spec.path)
 
 
 def validate_params(path: Path) -> dict:

@@ -69,6 +69,7 @@ CORPORA = ("general", "domain")
 RECORD_INPUTS = ("instructions", "preferences")
 WEB_FILTERS = ("language", "boilerplate", "gopher_repetition", "gopher_quality", "c4", "fineweb")
 Preset = Literal["web", "curated", "none"]
+LOST_DATA = ("truncated_or_corrupt", "corrupt_parquet")  # input problems that lose an unknown part of a file
 
 
 # --------------------------------------------------------------------------- config
@@ -749,7 +750,11 @@ class DropGuard(InputError):
     """An input lost too much to cleaning: the message ends with the `--set` arguments that relax it."""
 
 
+SAMPLE_STEP = {"exact_dedup": "exact_duplicate", "near_dedup": "near_duplicate", "split": "decontamination"}
+
+
 def _samples(work: Path, name: str, step: str, n: int = 2) -> list[str]:
+    step = SAMPLE_STEP.get(step, step)
     rows = [json.loads(line) for p in sorted((work / name / "samples").glob("*.jsonl"))
             for line in p.read_text(encoding="utf-8").splitlines()]
     return [" ".join(r["text"].split())[:160] for r in rows if r["step"] == step][:n]
@@ -770,26 +775,27 @@ def corpus_guard(name: str, cfg: Config, m: dict, problems: list[dict], work: Pa
     if m["docs_in"] == 0:
         detail = f"; problems: {_problem_summary(problems)}" if problems else ""
         raise InputError(f"{spec}: data.{name} holds no usable documents ({read} record(s) read{detail})")
+    lost = [p for p in problems if p["kind"] in LOST_DATA]
+    if lost:  # a count of records cannot say how much of the file went with it
+        raise InputError(f"{lost[0]['where']}: {lost[0]['detail']}; data.{name} lost part of a file "
+                         f"({len(lost)} such file(s)): repair or replace it ({_problem_summary(problems)})")
     if problems and len(problems) / read > cfg.max_drop_fraction:
         raise InputError(f"{spec}: {len(problems)} of {read} records of data.{name} are unreadable "
                          f"({len(problems) / read:.1%}, above clean.max_drop_fraction={cfg.max_drop_fraction}): "
                          f"{_problem_summary(problems)}")
     preset = cfg.preset_of(name)
-    if final:
-        share = m["dropped_total"] / m["docs_in"]
-        if share <= cfg.max_drop_fraction:
-            return "", ""
-        worst = max(m["dropped"], key=lambda k: sum(m["dropped"][k].values()))
-        what = (f"corpus '{name}' ({spec}): the whole cleaning chain ({preset} preset) removed {m['dropped_total']} "
-                f"of {m['docs_in']} documents ({share:.1%}); the largest share went to '{worst}'")
+    drops = {k: sum(r.values()) for k, r in m["dropped"].items()}
+    worst = max(drops, key=drops.get, default=None)
+    total = m["dropped_total"] / m["docs_in"]
+    if worst and drops[worst] / m["docs_in"] > cfg.max_drop_fraction:
+        what = (f"corpus '{name}' ({spec}): filter '{worst}' ({preset} preset) dropped {drops[worst]} of "
+                f"{m['docs_in']} documents ({drops[worst] / m['docs_in']:.1%})")
+    elif total > cfg.max_drop_fraction:
+        chain = "the whole cleaning chain" if final else "the filters together"
+        what = (f"corpus '{name}' ({spec}): {chain} ({preset} preset) removed {m['dropped_total']} of "
+                f"{m['docs_in']} documents ({total:.1%}); the largest share went to '{worst}'")
     else:
-        drops = {k: sum(r.values()) for k, r in m["dropped"].items()}
-        worst = max(drops, key=drops.get, default=None)
-        share = drops[worst] / m["docs_in"] if worst else 0.0
-        if share <= cfg.max_drop_fraction:
-            return "", ""
-        what = f"corpus '{name}' ({spec}): filter '{worst}' ({preset} preset) dropped {drops[worst]} of {m['docs_in']} " \
-               f"documents ({share:.1%})"
+        return "", ""
     reasons = m["dropped"].get(worst, {})
     top = max(reasons, key=reasons.get) if reasons else worst
     examples = "".join(f"\n    - {t!r}" for t in _samples(work, name, worst))
@@ -800,7 +806,7 @@ def corpus_guard(name: str, cfg: Config, m: dict, problems: list[dict], work: Pa
             f"--set clean.preset.{name}=curated"
     if preset == "curated" and worst == "sanity":
         return what, f"--set clean.preset.{name}=none"
-    return what, f"--set clean.max_drop_fraction={min(math.ceil(share * 100 + 1) / 100, 1.0)}"
+    return what, f"--set clean.max_drop_fraction={min(math.ceil(total * 100 + 1) / 100, 1.0)}"
 
 
 def raise_guards(found: list[tuple[str, str]]) -> None:

@@ -61,9 +61,14 @@ def champion_accuracy(client, name: str, key: str = "task_accuracy") -> float | 
         return None
     metrics = client.get_run(version.run_id).data.metrics
     if f"aligned.{key}" not in metrics:
-        raise LifecycleError(f"champion of '{name}' (version {version.version}) has no aligned.{key} metric: it was "
-                             "evaluated on another task; register this model under another promote.model_name")
+        raise OtherTask(f"the champion of '{name}' (version {version.version}) has no aligned.{key}: it was evaluated "
+                        "on another task, so this model cannot be compared with it (not promoted); register models of "
+                        "this task under another promote.model_name")
     return metrics[f"aligned.{key}"]
+
+
+class OtherTask(Exception):
+    """The champion was evaluated on another task: the candidate cannot beat a number it was not measured on."""
 
 
 def run(cfg: Config) -> dict:
@@ -78,8 +83,14 @@ def run(cfg: Config) -> dict:
     if not tracking.active():
         raise LifecycleError("promote needs an MLflow run (run it through `lifecycle run` or `dvc repro`)")
     client = MlflowClient()
-    best = champion_accuracy(client, cfg.model_name, primary_metric(evaluation))
+    try:
+        best, other_task = champion_accuracy(client, cfg.model_name, primary_metric(evaluation)), None
+    except OtherTask as exc:
+        best, other_task = None, str(exc)
     results = gates(cfg, evaluation, best)
+    if other_task:
+        results[-1].update(passed=False, note=other_task)
+        print(f"[promote] {other_task}", flush=True)
     promoted = all(g["passed"] for g in results)
     tracking.log_metrics({f"aligned.{k}": v for k, v in evaluation["aligned"].items()})
     from transformers import AutoModelForCausalLM, AutoTokenizer

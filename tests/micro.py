@@ -27,7 +27,7 @@ MICRO = [
 
 def make_project(dest: Path, scale: float = 0.03) -> Path:
     """A copy of the project (code, dvc.yaml, params.yaml, .dvc) with micro sample data, in its own git repo."""
-    for name in ("core", "stages", "pipelines"):
+    for name in ("core", "stages", "pipelines", "tasks"):
         shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "prefect.yaml"):
         shutil.copy(ROOT / name, dest / name)

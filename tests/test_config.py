@@ -1,4 +1,7 @@
+from pathlib import Path
+
 import pytest
+from ruamel.yaml import YAML
 
 from core.config import apply_overrides, load_section
 from core.errors import ConfigError
@@ -55,3 +58,32 @@ def test_override_of_the_project_params_changes_only_its_line(tmp_path):
     changed = [(a, b) for a, b in zip(original.splitlines(), p.read_text().splitlines()) if a != b]
     assert len(original.splitlines()) == len(p.read_text().splitlines())
     assert len(changed) == 1 and "lr: 0.001" in changed[0][1]
+
+
+def test_a_bare_data_path_becomes_a_mapping_and_a_misfit_task_stops_the_flow(tmp_path):
+    """`--set data.instructions=path` is written back as {path: ...} (dvc.yaml tracks data.<input>.path), and the
+    flow's pre-flight refuses a task that cannot read the instructions before any stage runs."""
+    import json as _json
+
+    from core.config import apply_overrides
+    from pipelines.lifecycle import data_as_mappings, preflight_task
+    from tasks import TaskMismatch
+
+    src = (Path(__file__).resolve().parents[1] / "params.yaml").read_text()
+    p = tmp_path / "params.yaml"
+    p.write_text(src)
+    apply_overrides(p, ["data.instructions=in/q.jsonl"])
+    assert data_as_mappings(p) == ['data.instructions={"path": "in/q.jsonl"}']
+    apply_overrides(p, data_as_mappings(p))
+    params = YAML(typ="safe").load(p.read_text())
+    assert params["data"]["instructions"] == {"path": "in/q.jsonl"} and data_as_mappings(p) == []
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "q.jsonl").write_text("".join(_json.dumps({"instruction": f"Add {i} and {i}.",
+                                                                  "output": f"#### {2 * i}"}) + "\n"
+                                                     for i in range(12)))
+    params["data"]["instructions"]["path"] = str(tmp_path / "in" / "q.jsonl")
+    with pytest.raises(TaskMismatch, match="task.name=numeric"):
+        preflight_task(params)
+    preflight_task({**params, "task": {"name": "numeric"}})
+    params["data"]["instructions"]["path"] = str(tmp_path / "missing.jsonl")
+    preflight_task(params)  # an unreadable input is left to the clean stage, which reports it in full

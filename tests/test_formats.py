@@ -140,3 +140,104 @@ def test_malformed_rows_are_reported_with_file_line_and_kind_and_skipped(tmp_pat
 def test_file_level_errors_are_not_swallowed_by_counting(tmp_path):
     with pytest.raises(InputError, match="invalid JSON line"):
         list(read_instructions(write(tmp_path / "bad.jsonl", "{not json"), lambda p: None))
+
+
+# --------------------------------------------------------------------------- public formats and field mapping
+from core.formats import InputSpec  # noqa: E402
+from tests import public_formats as pf  # noqa: E402
+
+
+def test_gsm8k_mapped_in_params(tmp_path):
+    spec = InputSpec(path=str(pf.gsm8k(tmp_path / "gsm8k.jsonl", n=5)), fields={"prompt": "question", "response": "answer"})
+    records = list(read_instructions(spec))
+    assert len(records) == 5
+    first = pf.gsm8k_rows(5)[0]
+    assert records[0]["messages"] == [{"role": "user", "content": first["question"]},
+                                      {"role": "assistant", "content": first["answer"]}]
+
+
+def test_mapping_names_the_missing_field_with_file_and_line(tmp_path):
+    f = write(tmp_path / "q.jsonl", '{"question": "a", "answer": "#### 1"}\n{"question": "b"}\n')
+    spec = InputSpec(path=str(f), fields={"prompt": "question", "response": "answer"})
+    found = []
+    assert len(list(read_instructions(spec, found.append))) == 1
+    assert found == [{"kind": "missing_field", "where": f"{f}:2", "detail": found[0]["detail"]}]
+    assert "no field 'answer' (mapped to 'response'" in found[0]["detail"]
+
+
+def test_mapping_nested_and_joined_fields_and_a_system_field(tmp_path):
+    f = write(tmp_path / "n.jsonl", json.dumps({"q": {"title": "Add", "body": "1 + 2?"}, "sys": "Be brief.",
+                                               "a": {"text": "3"}}) + "\n")
+    spec = InputSpec(path=str(f), fields={"prompt": ["q.title", "q.body"], "response": "a.text", "system": "sys"})
+    assert list(read_instructions(spec)) == [{"messages": [
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Add\n\n1 + 2?"},
+        {"role": "assistant", "content": "3"}]}]
+
+
+def test_input_spec_from_a_bare_path_and_unknown_roles():
+    assert InputSpec.model_validate("data/x.jsonl") == InputSpec(path="data/x.jsonl")
+    with pytest.raises(InputError, match="data.instructions.fields: unknown role 'answer'"):
+        InputSpec(path="x", fields={"answer": "a"}).check_roles("instructions", "data.instructions")
+
+
+def test_alpaca_code_json_array(tmp_path):
+    records = list(read_instructions(pf.alpaca_code(tmp_path / "code.json", n=6)))
+    assert len(records) == 6
+    assert records[0]["messages"][0]["content"].endswith("For example f0(1).")  # instruction + input
+    assert records[0]["messages"][-1]["content"].startswith("def f0(x):\n    return x")
+
+
+def test_sharegpt_conversations_with_a_system_turn(tmp_path):
+    records = list(read_instructions(pf.sharegpt(tmp_path / "sg.jsonl", n=3)))
+    assert [m["role"] for m in records[0]["messages"]] == ["system", "user", "assistant"]
+    assert records[0]["messages"][0]["content"] == "You are a careful assistant."
+    bad = write(tmp_path / "bad.jsonl", json.dumps({"conversations": [{"from": "tool", "value": "x"}]}) + "\n")
+    found = []
+    assert list(read_instructions(bad, found.append)) == [] and found[0]["kind"] == "bad_messages"
+    assert "ShareGPT's 'from'" in found[0]["detail"]
+
+
+def test_openai_messages_with_a_system_turn(tmp_path):
+    records = list(read_instructions(pf.openai_messages(tmp_path / "oa.jsonl", n=2)))
+    assert [m["role"] for m in records[1]["messages"]] == ["system", "user", "assistant"]
+
+
+def test_multi_turn_hh_rlhf_prompt_is_every_turn_before_the_last_answer(tmp_path):
+    records = list(read_preferences(pf.hh_rlhf(tmp_path / "hh.jsonl", n=4)))
+    assert len(records) == 4
+    r = records[0]
+    assert [m["role"] for m in r["prompt"]] == ["user", "assistant", "user"]
+    assert r["prompt"][1]["content"] == "Of course, what is it?"
+    assert r["chosen"].endswith(f"So the answer is {pf.gsm8k_rows(1, 0)[0]['answer'].rsplit('#### ', 1)[1]}.")
+
+
+def test_sharegpt_and_trl_conversational_preferences(tmp_path):
+    f = write(tmp_path / "p.jsonl", "\n".join(json.dumps(r) for r in [
+        {"conversations": [{"from": "human", "value": "Hi?"}], "chosen": {"from": "gpt", "value": "Hello."},
+         "rejected": {"from": "gpt", "value": "Go away."}},
+        {"chosen": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}],
+         "rejected": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "No."}]},
+        {"q": "Hi?", "good": "Hello.", "bad": "Bye.", "sys": "Be kind."}]) + "\n")
+    skipped = []
+    rows = list(read_preferences(f, skipped.append))
+    assert [p["where"].rsplit("/", 1)[-1] for p in skipped] == ["p.jsonl:3"]  # no known layout without a mapping
+    assert rows == [{"prompt": [{"role": "user", "content": "Hi?"}], "chosen": "Hello.", "rejected": "Go away."},
+                    {"prompt": [{"role": "user", "content": "Hi?"}], "chosen": "Hello.", "rejected": "No."}]
+    spec = InputSpec(path=str(f), fields={"prompt": "q", "chosen": "good", "rejected": "bad", "system": "sys"})
+    found = []
+    mapped = list(read_preferences(spec, found.append))
+    assert mapped == [{"prompt": [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "Hi?"}],
+                       "chosen": "Hello.", "rejected": "Bye."}]
+    assert [p["kind"] for p in found] == ["missing_field", "missing_field"]  # rows 1-2 lack the mapped fields
+
+
+def test_saved_hf_dataset_with_a_split_and_a_mapping(tmp_path):
+    import datasets
+
+    rows = pf.gsm8k_rows(6)
+    datasets.DatasetDict({"train": datasets.Dataset.from_list(rows[:4]),
+                          "test": datasets.Dataset.from_list(rows[4:])}).save_to_disk(str(tmp_path / "gsm8k"))
+    spec = InputSpec(path=str(tmp_path / "gsm8k"), split="test", fields={"prompt": "question", "response": "answer"})
+    assert [r["messages"][0]["content"] for r in read_instructions(spec)] == [r["question"] for r in rows[4:]]
+    with pytest.raises(InputError, match="no split 'validation' \\(splits: train, test\\)"):
+        list(read_instructions(spec.model_copy(update={"split": "validation"})))

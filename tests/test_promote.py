@@ -63,3 +63,19 @@ def test_registry_promotes_the_better_model_and_refuses_a_worse_one(registry):
     better = _promote_with(registry, 0.9)
     assert (better["version"], better["promoted"]) == ("3", True)
     assert client.get_model_version_by_alias("lifecycle-chat", "champion").version == 3
+
+
+def test_a_candidate_evaluated_on_another_task_is_not_promoted_over_the_champion(registry):
+    """The champion has task accuracy; a free-form candidate has chrF: no comparison, so no promotion."""
+    from core import tracking
+
+    assert _promote_with(registry, 0.8)["promoted"]
+    (registry / "metrics" / "evaluate.json").write_text(json.dumps(
+        {"domain": {"ppl_general": 2.0}, "aligned": {"ppl_general": 2.0, "kl_to_sft": 1.0, "chrf": 40.0},
+         "task": {"name": "free_form", "checkable": False, "primary_metric": "chrf"}}))
+    with tracking.stage_run("promote", {}):
+        promote.run(cfg())
+    result = json.loads((registry / "metrics" / "promote.json").read_text())
+    gate = result["gates"][-1]
+    assert (result["version"], result["promoted"]) == ("2", False)
+    assert gate["name"] == "chrf_vs_champion" and not gate["passed"] and "another task" in gate["note"]
