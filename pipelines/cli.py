@@ -50,6 +50,10 @@ def main(argv: list[str] | None = None) -> None:
     harness.add_argument("--batch-size", type=int, default=8)
     harness.add_argument("--chat", action="store_true", help="wrap prompts in the model's chat template")
     sub.add_parser("data", help="(re)generate the sample data under data/sample")
+    fetch = sub.add_parser("fetch", help="snapshot a Hugging Face hub dataset under data/hub (online) for data:")
+    fetch.add_argument("name", help="e.g. openai/gsm8k")
+    fetch.add_argument("--subset", default=None, help="the dataset's configuration, e.g. main")
+    fetch.add_argument("--split", default="train")
     args = ap.parse_args(argv)
 
     from core.errors import LifecycleError
@@ -99,6 +103,10 @@ def main(argv: list[str] | None = None) -> None:
             from pipelines.report import render
 
             print(render())
+        elif args.command == "fetch":
+            from pipelines.hub import fetch as fetch_dataset
+
+            print(f"saved {fetch_dataset(args.name, args.subset, args.split)}")
         elif args.command == "data":
             from pipelines.sample_data import generate
 

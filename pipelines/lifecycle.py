@@ -24,6 +24,7 @@ from core.config import apply_overrides, load_section, params_path, read_params
 from core.errors import ConfigError, LifecycleError
 from core.io import write_json
 from pipelines.graph import run_dvc_stage, stage_env, stage_names, stages_for
+from pipelines.hub import refuse_hub_inputs
 from tasks import TaskConfig, check_fit, load_task
 
 TIMINGS = Path("reports/timings.json")
@@ -77,6 +78,7 @@ def preflight_task(params: dict, limit: int = 2000) -> None:
 def validate_params(path: Path) -> dict:
     """Check every section against its stage's config before any stage runs."""
     params = read_params(path)
+    refuse_hub_inputs(params.get("data") or {})
     names = stage_names()
     unknown = sorted(set(params) - set(names) - {"data", "task", "orchestration"})
     if unknown:

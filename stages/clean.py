@@ -658,8 +658,8 @@ def n_input_files(spec: InputSpec) -> int:
 
 
 def corpus_reader(spec: InputSpec, problems_dir: str, strict: bool) -> CorpusReader:
-    return CorpusReader(spec.path, problems_dir=problems_dir, strict=strict, text_key=str(spec.fields.get("text", "text")),
-                        subset=spec.subset, split=spec.split)
+    return CorpusReader(spec.path, problems_dir=problems_dir, strict=strict,
+                        text_key=str(spec.fields.get("text", "text")), subset=spec.subset, split=spec.split)
 
 
 def filter_corpus(name: str, spec: InputSpec, cfg: Config, work: Path, run) -> tuple[dict, int]:
@@ -822,11 +822,11 @@ def records_guard(cfg: Config, metrics: dict, found: dict[str, list[dict]]) -> N
     for name in RECORD_INPUTS:
         spec, problems = getattr(cfg.data, name).path, found[name]
         total = metrics[name]["docs_in"]
-        usable = total - len(problems)
+        usable = total - len(problems) - metrics[name]["dropped"]["exact_duplicate"]
         detail = f"; problems: {_problem_summary(problems)}" if problems else ""
         if usable < cfg.min_records:
-            raise InputError(f"{spec}: {usable} usable {name} record(s) of {total} read, fewer than "
-                             f"clean.min_records={cfg.min_records}{detail}")
+            raise InputError(f"{spec}: {usable} usable {name} record(s) of {total} read (distinct, well-formed), "
+                             f"fewer than clean.min_records={cfg.min_records}{detail}")
         if len(problems) / total > cfg.max_drop_fraction:
             raise InputError(f"{spec}: {len(problems)} of {total} {name} records are malformed "
                              f"({len(problems) / total:.1%}, above clean.max_drop_fraction={cfg.max_drop_fraction})"
@@ -834,7 +834,8 @@ def records_guard(cfg: Config, metrics: dict, found: dict[str, list[dict]]) -> N
 
 
 STEP_KEYS = {"Corpus reader": "reader", "Normalise": "normalize", "Boilerplate": "boilerplate",
-             "Language": "language", "Sanity": "sanity", "Gopher Repetition": "gopher_repetition", "Gopher Quality": "gopher_quality",
+             "Language": "language", "Sanity": "sanity", "Gopher Repetition": "gopher_repetition",
+             "Gopher Quality": "gopher_quality",
              "C4 Quality": "c4", "FineWeb": "fineweb", "PII": "pii", "exact-deduplication stage 3": "exact_dedup",
              "MinHash stage 3": "minhash_cluster", "MinHash stage 4": "near_dedup", "Split": "split"}
 

@@ -1,9 +1,10 @@
-"""A number as the answer, GSM8K's convention (Cobbe et al. 2021; nanochat's tasks/gsm8k.py does the same).
+"""A number as the answer, GSM8K's convention (Cobbe et al. 2021; nanochat's tasks/gsm8k.py reads `####` the same way).
 
 A reference's answer follows `####` ("... so she has 18 apples.\n#### 18"), or, in a short plain reference ("18",
 "The answer is $18."; at most 8 words, no code or formula symbols), is its last number. Anything else holds no
-reference answer, so code or prose that merely contains numbers does not pass for numeric references. A response's answer is the number after its `####` if it writes one, else its last number. Numbers
-are compared as values: "1,000", "$1000", "1000.00" and "1e3" are all 1000.
+reference answer, so code or prose that merely contains numbers does not pass for numeric references. A
+response's answer is the number after its `####` if it writes one, else its last number. Numbers are compared
+as values: "1,000", "$1000", "1000.00" and "1e3" are all 1000.
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -241,3 +242,31 @@ def test_saved_hf_dataset_with_a_split_and_a_mapping(tmp_path):
     assert [r["messages"][0]["content"] for r in read_instructions(spec)] == [r["question"] for r in rows[4:]]
     with pytest.raises(InputError, match="no split 'validation' \\(splits: train, test\\)"):
         list(read_instructions(spec.model_copy(update={"split": "validation"})))
+
+
+def test_a_hub_input_is_refused_with_the_snapshot_commands_and_fetch_saves_one(tmp_path, monkeypatch):
+    """DVC cannot track hf:// (and the hub may change under a name): the run names `lifecycle fetch` and the --set;
+    fetch (here with the hub replaced by a local dataset: tests stay offline) saves a split that reads back."""
+    import datasets
+
+    from core.errors import ConfigError
+    from pipelines import hub
+
+    with pytest.raises(ConfigError) as err:
+        hub.refuse_hub_inputs({"instructions": {"path": "hf://openai/gsm8k", "subset": "main", "split": "test"}})
+    assert str(err.value).splitlines()[-2:] == [
+        "  lifecycle fetch openai/gsm8k --subset main --split test",
+        "  lifecycle run --set data.instructions.path=data/hub/openai__gsm8k__main__test"]
+    rows = pf.gsm8k_rows(3)
+    calls = []
+
+    def load_dataset(name, subset, split):
+        calls.append((name, subset, split))
+        return datasets.Dataset.from_list(rows)
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    monkeypatch.chdir(tmp_path)
+    out = hub.fetch("openai/gsm8k", "main", "test")
+    assert calls == [("openai/gsm8k", "main", "test")] and out == Path("data/hub/openai__gsm8k__main__test")
+    spec = InputSpec(path=str(out), fields={"prompt": "question", "response": "answer"})
+    assert [r["messages"][0]["content"] for r in read_instructions(spec)] == [r["question"] for r in rows]

@@ -1,7 +1,8 @@
 """A new user's run on data in public formats (issue: own data, own task), through `lifecycle run` as they would.
 
 The project gets a play as `general` (the web preset's Gopher and C4 filters drop verse speeches), a math corpus
-as `domain` (worked solutions, through the curated preset), GSM8K-style instructions mapped in params (`question`/`answer`) and multi-turn hh-rlhf preferences. The
+as `domain` (worked solutions, through the curated preset), GSM8K-style instructions mapped in params
+(`question`/`answer`) and multi-turn hh-rlhf preferences. The
 default task (sentiment) does not fit GSM8K, the web preset does not fit a play: each run stops with a message
 whose last line is the complete fix, and the run with exactly those arguments gets through `promote`, with the
 task accuracy read by numeric extraction. Then each broken input a user may bring stops the run in `clean`, with
