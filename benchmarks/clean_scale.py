@@ -5,7 +5,7 @@
     python -m benchmarks.clean_scale large --gb 1       # generate and clean a 1 GB corpus: time, peak RSS
 
 Each part updates its key in benchmarks/results/clean.json. The corpus passes are the `clean` stage's own
-(`stages.clean.clean_corpus` + `write_corpus`) with the published filter defaults.
+(`stages.clean.filter_corpus` + `dedup_corpus` + `write_corpus`) with the published filter defaults.
 """
 from __future__ import annotations
 
@@ -53,19 +53,20 @@ def clean_one(spec: str, out: Path, **overrides) -> dict:
     """Passes 1-7 of the clean stage on one corpus, decontaminated against its own held-out documents."""
     import numpy as np
 
-    from stages.clean import Runner, clean_corpus, corpus_metrics, write_corpus
+    from stages.clean import Runner, corpus_metrics, dedup_corpus, filter_corpus, write_corpus
 
     cfg = stage_config(spec, **overrides)
     shutil.rmtree(out, ignore_errors=True)
     work = out / ".work"
     runner = Runner(cfg.executor, work)
-    m, tasks = clean_corpus("general", spec, cfg, work, runner)
+    stats, tasks = filter_corpus("general", cfg.data.general, cfg, work, runner)
+    m = dedup_corpus("general", cfg, work, runner, tasks)
     ngrams = None
     if cfg.decontamination.enabled:
         arrays = [np.load(p) for p in sorted((work / "general" / "eval_ngrams").glob("*.npy"))]
         ngrams = work / "eval_ngrams.npy"
         np.save(ngrams, np.unique(np.concatenate(arrays)) if arrays else np.zeros(0, dtype=np.uint64))
-    stats = m["stats"]
+    stats.update(m["stats"])
     stats.update(write_corpus("general", cfg, work, out, ngrams, tasks, runner, m["heldout_fraction"]))
     return corpus_metrics(stats, [])
 

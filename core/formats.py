@@ -57,8 +57,9 @@ class InputSpec(StageConfig):
         if unknown:
             raise InputError(f"params.yaml: {key}.fields: unknown role {unknown[0]!r}; the roles of this input "
                              f"are {', '.join(ROLE_KEYS[kind])}")
-        if kind != "instructions" and any(isinstance(v, list) for r, v in self.fields.items() if r != "prompt"):
-            raise InputError(f"params.yaml: {key}.fields: only 'prompt' may list several fields")
+        if any(isinstance(v, list) for r, v in self.fields.items() if r != "prompt"):
+            raise InputError(f"params.yaml: {key}.fields: only 'prompt' may list several fields (joined by a blank "
+                             "line)")
 
 
 _MISSING = object()
@@ -76,11 +77,17 @@ def _field(row: dict, name: str) -> object:
     return node
 
 
+# the fields a parser reads a layout from: a mapping that names a content role replaces them all
+LAYOUT_KEYS = {"text", "messages", "conversations", "instruction", "input", "output", "prompt", "completion",
+               "chosen", "rejected", "system"}
+
+
 def map_fields(row: dict, fields: dict, kind: str, where: str) -> dict:
-    """The row with its mapped fields under the names the parsers read; an absent field is a RecordError."""
+    """The row with its mapped fields under the names the parsers read; an absent field is a RecordError. Mapping
+    only `system` keeps the row's own layout (e.g. OpenAI messages plus a system prompt from another field)."""
     if not fields:
         return row
-    out = {}
+    out = dict(row) if set(fields) == {"system"} else {k: v for k, v in row.items() if k not in LAYOUT_KEYS}
     for role, names in fields.items():
         values = []
         for name in names if isinstance(names, list) else [names]:

@@ -11,6 +11,8 @@ from core import tracking
 HEADLINE = [  # (metric, column)
     ("evaluate.sft.task_accuracy", "sft acc"),
     ("evaluate.aligned.task_accuracy", "aligned acc"),
+    ("evaluate.sft.chrf", "sft chrF"),  # a free-form task's primary metric (task accuracy is left blank)
+    ("evaluate.aligned.chrf", "aligned chrF"),
     ("evaluate.aligned.reward_score", "aligned reward"),
     ("evaluate.aligned.win_rate_vs_sft", "win rate"),
     ("evaluate.aligned.kl_to_sft", "KL"),

@@ -1000,7 +1000,7 @@ def run(cfg: Config) -> dict:
             stats[name], tasks[name] = filter_corpus(name, getattr(cfg.data, name), cfg.for_corpus(name), work, runner)
             corpus_problems[name] = read_problems(work / name / "problems")
         # every corpus's filters checked before any dedup pass, so one message holds every fix
-        raise_guards([corpus_guard(name, cfg, corpus_metrics(stats[name], corpus_problems[name]),
+        raise_guards([corpus_guard(name, cfg.for_corpus(name), corpus_metrics(stats[name], corpus_problems[name]),
                                    corpus_problems[name], work, final=False) for name in CORPORA])
         for name in CORPORA:
             found = dedup_corpus(name, cfg.for_corpus(name), work, runner, tasks[name])
@@ -1019,7 +1019,7 @@ def run(cfg: Config) -> dict:
             problems += corpus_problems[name]
             for path in sorted((work / name / "samples").glob("*.jsonl")):
                 samples += [{"dataset": name, **json.loads(line)} for line in path.read_text().splitlines()]
-        raise_guards([corpus_guard(name, cfg, metrics[name], corpus_problems[name], work, final=True)
+        raise_guards([corpus_guard(name, cfg.for_corpus(name), metrics[name], corpus_problems[name], work, final=True)
                       for name in CORPORA])
         for name in CORPORA:
             if not metrics[name]["train"] or not metrics[name]["heldout"]:

@@ -23,6 +23,7 @@ EVALUATION = Path("metrics/evaluate.json")
 MODEL_DIR = Path("artifacts/align")
 METRICS = Path("metrics/promote.json")
 CANDIDATE, CHAMPION = "candidate", "champion"
+TASK_TAG = "task"  # the promote run's tag naming the task its model was evaluated on
 
 
 class Config(StageConfig):
@@ -51,19 +52,26 @@ def gates(cfg: Config, evaluation: dict, champion_accuracy: float | None) -> lis
     ]
 
 
-def champion_accuracy(client, name: str, key: str = "task_accuracy") -> float | None:
-    """The current champion's held-out primary task metric, from the run that registered it."""
+def task_name(evaluation: dict) -> str:
+    return (evaluation.get("task") or {}).get("name", "sentiment")
+
+
+def champion_accuracy(client, name: str, key: str = "task_accuracy", task: str = "sentiment") -> float | None:
+    """The current champion's held-out primary task metric, from the run that registered it (tagged with its
+    task: a champion of another task has no comparable number, even under the same metric name)."""
     from mlflow.exceptions import MlflowException
 
     try:
         version = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:  # no such model or no champion yet
         return None
-    metrics = client.get_run(version.run_id).data.metrics
-    if f"aligned.{key}" not in metrics:
-        raise OtherTask(f"the champion of '{name}' (version {version.version}) has no aligned.{key}: it was evaluated "
-                        "on another task, so this model cannot be compared with it (not promoted); register models of "
-                        "this task under another promote.model_name")
+    run = client.get_run(version.run_id)
+    theirs = run.data.tags.get(TASK_TAG)
+    if f"aligned.{key}" not in run.data.metrics or (theirs is not None and theirs != task):
+        raise OtherTask(f"the champion of '{name}' (version {version.version}) was evaluated on another task "
+                        f"({theirs or 'without aligned.' + key}), so this model ({task}) cannot be compared with it "
+                        "(not promoted); register models of this task under another promote.model_name")
+    metrics = run.data.metrics
     return metrics[f"aligned.{key}"]
 
 
@@ -84,7 +92,8 @@ def run(cfg: Config) -> dict:
         raise LifecycleError("promote needs an MLflow run (run it through `lifecycle run` or `dvc repro`)")
     client = MlflowClient()
     try:
-        best, other_task = champion_accuracy(client, cfg.model_name, primary_metric(evaluation)), None
+        best, other_task = champion_accuracy(client, cfg.model_name, primary_metric(evaluation),
+                                             task_name(evaluation)), None
     except OtherTask as exc:
         best, other_task = None, str(exc)
     results = gates(cfg, evaluation, best)
@@ -93,6 +102,7 @@ def run(cfg: Config) -> dict:
         print(f"[promote] {other_task}", flush=True)
     promoted = all(g["passed"] for g in results)
     tracking.log_metrics({f"aligned.{k}": v for k, v in evaluation["aligned"].items()})
+    mlflow.set_tag(TASK_TAG, task_name(evaluation))
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     # components, not the checkpoint path: MLflow 3.17's path branch breaks on transformers 5's task registry

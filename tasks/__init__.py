@@ -48,6 +48,8 @@ def _import(spec: str):
         sys.modules[loaded.name] = module
         loaded.loader.exec_module(module)
     else:
+        if str(Path.cwd()) not in sys.path:  # `lifecycle` is a console script: the project root is not on its path
+            sys.path.insert(0, str(Path.cwd()))
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:

@@ -23,24 +23,23 @@ def _norm(text: str) -> str:
 
 
 def choice_answer(text: str, offered: dict[str, str]) -> str | None:
+    """The offered letter a text answers with, or None (no answer, or more than one option named)."""
     if not offered:
         return None
-    letters = "".join(offered)
-    stated = re.findall(rf"(?:answer|option|choice)\s*(?:is|:)?\s*\(?([{letters}])\)?\b", text, re.IGNORECASE)
+    upper, lower = "".join(offered), "".join(offered).lower()
+    # "The answer is B", "Answer: (b)": a capital letter, or any letter in parentheses ("is a car" is no answer)
+    stated = re.findall(rf"(?i:answer|option|choice)\s*(?:is|:)?\s*(?:\(([{upper}{lower}])\)|([{upper}])\b)", text)
     if stated:
-        return stated[-1].upper()
-    alone = re.fullmatch(rf"\W*\(?([{letters}])\)?\W*", text.strip(), re.IGNORECASE)
+        return "".join(stated[-1]).upper()
+    alone = re.fullmatch(rf"\W*\(?([{upper}{lower}])\)?\W*", text.strip())
     if alone:
         return alone.group(1).upper()
-    first = re.match(rf"\s*\(?([{letters}])[.):]\s", text)
+    first = re.match(rf"\s*\(?([{upper}])[.):]\s", text)
     if first:
         return first.group(1).upper()
-    said = _norm(text)
-    hits = [letter for letter, option in offered.items() if _norm(option) and _norm(option) in said]
-    if len(hits) == 1:
-        return hits[0]
-    longest = max(hits, key=lambda letter: len(_norm(offered[letter])), default=None)
-    return longest
+    said = f" {_norm(text)} "  # whole words: option "car" is not in "scary"
+    hits = [letter for letter, option in offered.items() if _norm(option) and f" {_norm(option)} " in said]
+    return hits[0] if len(hits) == 1 else None
 
 
 class ChoiceTask(Task):

@@ -10,24 +10,30 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal, InvalidOperation
+from fractions import Fraction
 
 from tasks.base import Task
 
-NUMBER = re.compile(r"-?\$?\s?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?|-?\.\d+")
+# a minus sign only where it cannot be a hyphen ("10-5", "2023-01-02"); commas only in thousands groups; a/b fractions
+NUMBER = re.compile(r"(?<![\w.])-?\$?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?(?:/\d+)?(?![\d,]*\d)"
+                    r"|(?<![\w.])-?\.\d+")
 MARKER = re.compile(r"####\s*(.+)")
 
 
 def canonical(text: str) -> str | None:
-    """'$1,000.50' -> '1000.5'; '18.0' -> '18'; None when it is not a number."""
+    """'$1,000.50' -> '1000.5'; '18.0' -> '18'; '4/6' -> '2/3'; None when it is not a number."""
     cleaned = text.replace(",", "").replace("$", "").replace(" ", "").rstrip(".")
     try:
+        if "/" in cleaned:
+            value = Fraction(cleaned)
+            return str(value.numerator) if value.denominator == 1 else f"{value.numerator}/{value.denominator}"
         value = Decimal(cleaned)
-    except InvalidOperation:
+        if not value.is_finite():
+            return None
+        value = value.normalize()
+        return format(value.quantize(Decimal(1)) if value == value.to_integral() else value, "f")
+    except (InvalidOperation, ValueError, ZeroDivisionError):  # 1e30 does not quantize; 1/0
         return None
-    if not value.is_finite():
-        return None
-    value = value.normalize()
-    return format(value.quantize(Decimal(1)) if value == value.to_integral() else value, "f")
 
 
 def last_number(text: str) -> str | None:
@@ -46,7 +52,7 @@ def numeric_answer(text: str) -> str | None:
 
 
 SHORT_REFERENCE_WORDS = 8
-CODE_OR_FORMULA = re.compile(r"[(){}\[\]=:;*/+<>#]")
+CODE_OR_FORMULA = re.compile(r"[{}\[\]=;*+<>#]|\w\(|/\D")  # braces, operators, calls; not "Answer: 42 (rounded)"
 
 
 class NumericTask(Task):

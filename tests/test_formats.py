@@ -270,3 +270,13 @@ def test_a_hub_input_is_refused_with_the_snapshot_commands_and_fetch_saves_one(t
     assert calls == [("openai/gsm8k", "main", "test")] and out == Path("data/hub/openai__gsm8k__main__test")
     spec = InputSpec(path=str(out), fields={"prompt": "question", "response": "answer"})
     assert [r["messages"][0]["content"] for r in read_instructions(spec)] == [r["question"] for r in rows]
+
+
+def test_mapping_only_the_system_field_keeps_the_records_own_layout(tmp_path):
+    f = write(tmp_path / "m.jsonl", json.dumps({"persona": "Be brief.", "messages": [
+        {"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}]}) + "\n")
+    assert list(read_instructions(InputSpec(path=str(f), fields={"system": "persona"}))) == [{"messages": [
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"},
+        {"role": "assistant", "content": "Hello."}]}]
+    with pytest.raises(InputError, match="only 'prompt' may list several fields"):
+        InputSpec(path="x", fields={"response": ["a", "b"]}).check_roles("instructions", "data.instructions")

@@ -79,3 +79,12 @@ def test_a_candidate_evaluated_on_another_task_is_not_promoted_over_the_champion
     gate = result["gates"][-1]
     assert (result["version"], result["promoted"]) == ("2", False)
     assert gate["name"] == "chrf_vs_champion" and not gate["passed"] and "another task" in gate["note"]
+    # the same metric name on another task (numeric vs the sentiment champion) is no comparison either
+    (registry / "metrics" / "evaluate.json").write_text(json.dumps(
+        {**EVAL, "aligned": {**EVAL["aligned"], "task_accuracy": 0.95},
+         "task": {"name": "numeric", "checkable": True, "primary_metric": "task_accuracy"}}))
+    with tracking.stage_run("promote", {}):
+        promote.run(cfg())
+    result = json.loads((registry / "metrics" / "promote.json").read_text())
+    assert (result["version"], result["promoted"]) == ("3", False)
+    assert "another task (sentiment)" in result["gates"][-1]["note"]

@@ -45,7 +45,10 @@ def test_sentiment_reads_only_its_labels():
     ("#### 1,000", "1000"), ("The answer is $18.", "18"), ("She pays $1,234.50 in total", "1234.5"),
     ("It is 18.0", "18"), ("-3 degrees, then 5", "5"), ("x is -3", "-3"), ("about 0.50 of it", "0.5"),
     ("1e3 grams", "1000"), ("no number here", None), ("#### ", None), ("", None),
-    ("18 apples, so #### 20", "20"), ("first 3, then the answer: 42.", "42")])
+    ("18 apples, so #### 20", "20"), ("first 3, then the answer: 42.", "42"), ("#### -7", "-7"),
+    # hyphens are not minus signs; commas only group thousands; fractions are values; huge numbers do not crash
+    ("10-5", "5"), ("5-10 apples", "10"), ("1,2,3", "3"), ("1,234,567", "1234567"), ("2/3", "2/3"),
+    ("4/6 of them", "2/3"), ("1e30", None), ("12 and 1e30", "12")])
 def test_numeric_extraction(text, expected):
     assert numeric_answer(text) == expected
 
@@ -70,6 +73,10 @@ def test_choice_options_and_answers():
                  "They take in carbon dioxide from the air."):
         assert choice_answer(text, offered) == "B", text
     assert choice_answer("E", offered) is None  # not an offered letter
+    words = {"A": "apple", "B": "car", "C": "a pear", "D": "a"}
+    assert choice_answer("Scary question", words) is None  # options match whole words only
+    assert choice_answer("apple or car?", words) is None  # two options named: no answer
+    assert choice_answer("The answer is a car", {"A": "apple", "B": "car"}) == "B"  # the article is not "A"
     assert choice_answer("I am not sure", offered) is None
     assert choice_answer("B", {}) is None  # no options in the prompt: nothing to choose from
     task = load_task(TaskConfig(name="choice"))
