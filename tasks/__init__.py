@@ -71,6 +71,10 @@ def load_task(cfg: TaskConfig) -> Task:
     cls = _import(BUILTIN.get(cfg.name, cfg.name))
     if not (isinstance(cls, type) and issubclass(cls, Task)):
         raise ConfigError(f"params.yaml: task.name: {cfg.name} is not a subclass of tasks.base.Task")
+    missing = sorted(getattr(cls, "__abstractmethods__", ()))
+    if missing:
+        raise ConfigError(f"params.yaml: task.name: {cfg.name} does not implement {', '.join(missing)} "
+                          "(see tasks/base.py)")
     return cls(cfg)
 
 

@@ -1,6 +1,8 @@
 """The task interface: a record in, a prompt out; a response in, an answer and a score out."""
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 from core.errors import InputError
 
 
@@ -8,7 +10,7 @@ class TaskMismatch(InputError):
     """The instructions' references are not answers this task can read."""
 
 
-class Task:
+class Task(ABC):
     """A task over canonical instruction records ({"messages": [..., {"role": "assistant", ...}]}).
 
     A checkable task (`checkable = True`) has right and wrong answers: `extract` reads the answer from a response
@@ -30,8 +32,9 @@ class Task:
         return record["messages"][-1]["content"]
 
     # -- answers
+    @abstractmethod
     def extract(self, response: str, prompt: list[dict]) -> str | None:
-        raise NotImplementedError
+        """The answer a response gives (compared with the reference's), or None when it gives none."""
 
     def reference_answer(self, reference: str, prompt: list[dict]) -> str | None:
         """The answer a reference holds (by default read as a response is)."""

@@ -121,6 +121,9 @@ def test_a_users_task_is_one_small_file(tmp_path, monkeypatch):
         load_task(TaskConfig(name="no_such_task"))
     with pytest.raises(ConfigError, match="has no 'Nope'"):
         load_task(TaskConfig(name="my_task:Nope"))
+    (tmp_path / "half_task.py").write_text("from tasks.base import Task\n\nclass Half(Task):\n    name = 'half'\n")
+    with pytest.raises(ConfigError, match="half_task:Half does not implement extract"):
+        load_task(TaskConfig(name="half_task:Half"))
 
 
 def test_a_task_that_cannot_read_the_references_stops_naming_one_that_can():
