@@ -21,7 +21,8 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 from core import tracking
 from core.config import apply_overrides, load_section, params_path, read_params
-from core.errors import ConfigError, LifecycleError
+from core.errors import ConfigError, InputError, LifecycleError
+from core.formats import InputSpec, read_instructions
 from core.io import write_json
 from pipelines.graph import run_dvc_stage, stage_env, stage_names, stages_for
 from pipelines.hub import refuse_hub_inputs
@@ -58,10 +59,6 @@ def data_as_mappings(path: Path) -> list[str]:
 def preflight_task(params: dict, limit: int = 2000) -> None:
     """The task fits the instructions (a reference it can read in most records), checked on the raw input before
     any stage runs, so a task that cannot score these answers stops the run now, not after training."""
-    from core.formats import InputSpec, read_instructions
-
-    from core.errors import InputError
-
     spec = InputSpec.model_validate(params["data"]["instructions"])
     records = []
     try:
