@@ -119,6 +119,7 @@ def apply_overrides(path: Path, overrides: list[str]) -> dict[str, object]:
     if not overrides:
         return {}
     yaml = YAML()  # round-trip: keeps comments and order
+    yaml.preserve_quotes = True  # a quoted value stays quoted (e.g. "<|end|>")
     yaml.width = 4096  # never re-wrap a line the override did not touch
     yaml.indent(mapping=2, sequence=4, offset=2)  # params.yaml's own style
     yaml.representer.add_representer(

@@ -36,7 +36,11 @@ SPEAKERS = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "a
 ROLE_KEYS = {"corpus": {"text": "text"},
              "instructions": {"prompt": "prompt", "response": "completion", "system": "system",
                               "messages": "messages"},
-             "preferences": {"prompt": "prompt", "chosen": "chosen", "rejected": "rejected", "system": "system"}}
+             "preferences": {"prompt": "prompt", "chosen": "chosen", "rejected": "rejected", "system": "system",
+                             "kind": "kind", "reference": "reference"}}
+# optional preference metadata kept through cleaning: `kind` (the reward model's held-out accuracy is reported per
+# kind) and `reference` (the correct answer to the prompt, which a task's gold rule judges answers against)
+PREFERENCE_META = ("kind", "reference")
 
 
 class InputSpec(StageConfig):
@@ -368,7 +372,8 @@ def preference_record(where: str, row: dict) -> dict:
         raise RecordError("identical_answers", where, "chosen and rejected answers are identical")
     if not prompt or prompt[-1]["role"] != "user":
         raise RecordError("missing_prompt", where, "the prompt must end with a user turn")
-    return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+    meta = {k: str(row[k]).strip() for k in PREFERENCE_META if isinstance(row.get(k), (str, int, float))}
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected, **{k: v for k, v in meta.items() if v}}
 
 
 def read_preferences(spec: str | Path, on_problem=None) -> Iterator[dict]:

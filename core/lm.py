@@ -238,8 +238,32 @@ def answer_kl(policy, reference, tokenizer, prompts: Sequence[list[dict]], answe
 
 
 @torch.no_grad()
+def sampled_kl(policy, reference, tokenizer, prompts: Sequence[list[dict]], samples: int, max_new_tokens: int,
+               batch_size: int = 32, seed: int = 0) -> list[float]:
+    """KL(policy || reference) over whole answers, per prompt: the mean over `samples` answers sampled from the
+    policy at temperature 1 of the exact per-position KL summed along each answer. Its expectation is the
+    sequence-level KL; one greedy answer would measure only the policy's mode."""
+    generator = torch.Generator(device=policy.device).manual_seed(seed)
+    repeated = [p for p in prompts for _ in range(samples)]
+    answers = generate(policy, tokenizer, repeated, max_new_tokens, batch_size, do_sample=True, temperature=1.0,
+                       generator=generator)
+    kls = answer_kl(policy, reference, tokenizer, repeated, answers, batch_size)
+    return [sum(kls[i:i + samples]) / samples for i in range(0, len(kls), samples)]
+
+
+def disable_dropout(model) -> None:
+    """Dropout off in every module (TRL's disable_dropout_in_model): RLHF compares log-probabilities and values
+    across forward passes, which dropout would make noisy and mode-dependent."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        if isinstance(getattr(module, "attention_dropout", None), float):  # applied functionally, not a module
+            module.attention_dropout = 0.0
+
+
+@torch.no_grad()
 def answer_logprob(model, tokenizer, prompts, answers, batch_size: int = 32) -> list[float]:
-    """Length-normalised log-probability of each answer given its prompt (a confidence signal)."""
+    """Length-normalised log-probability of each given answer (e.g. the reference) given its prompt."""
     model.eval()
     out: list[float] = []
     for i in range(0, len(prompts), batch_size):

@@ -59,3 +59,29 @@ def win_rate(candidate: Sequence[float], baseline: Sequence[float]) -> float:
         raise ValueError("win_rate needs two equally long, non-empty score lists")
     wins = sum((c > b) + 0.5 * (c == b) for c, b in zip(candidate, baseline))
     return wins / len(candidate)
+
+
+def bootstrap_ci(values: Sequence[float], level: float = 0.95, resamples: int = 2000,
+                 seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean: resample the items with replacement `resamples` times."""
+    import numpy as np
+
+    if not len(values):
+        raise ValueError("bootstrap_ci needs at least one value")
+    x = np.asarray(values, dtype=float)
+    idx = np.random.default_rng(seed).integers(0, len(x), size=(resamples, len(x)))
+    means = x[idx].mean(axis=1)
+    tail = (1 - level) / 2
+    return float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail))
+
+
+def mean_and_se(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and its standard error (sample standard deviation / sqrt(n); 0 for a single value)."""
+    n = len(values)
+    if not n:
+        raise ValueError("mean_and_se needs at least one value")
+    mean = sum(values) / n
+    if n == 1:
+        return mean, 0.0
+    var = sum((v - mean) ** 2 for v in values) / (n - 1)
+    return mean, (var / n) ** 0.5

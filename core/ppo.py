@@ -3,7 +3,10 @@
 Per update: sample answers from the policy, score them with the reward model, turn the score into
 per-token rewards with a KL penalty to the frozen reference, estimate advantages with GAE from a value
 model, then run a few epochs of clipped policy and value losses. The KL coefficient is fixed or adapted
-(Ziegler et al. 2019). Logged names follow TRL's PPOTrainer (objective/kl, objective/scores, ...).
+(Ziegler et al. 2019). Logged names follow TRL's PPOTrainer (objective/kl, objective/scores, ...), and as in
+TRL and OpenRLHF dropout is off in every model and the sampling temperature divides the logits wherever
+log-probabilities are taken (the ratio, the KL and the entropy are of the distribution that was sampled). With a
+`gold_fn`, each update also logs `objective/gold`: the score the run is judged by, which it does not optimise.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from tqdm import tqdm
 from core.config import StageConfig
 from core.errors import LifecycleError
 from core.hf_trainers import LoraSettings
-from core.lm import decode_responses, prompt_batches, sample_tokens
+from core.lm import decode_responses, disable_dropout, prompt_batches, sample_tokens
 
 
 class PPOSettings(StageConfig):
@@ -85,9 +88,11 @@ def gae(rewards, values, mask, gamma: float, lam: float):
 
 def clipped_policy_loss(logprobs, old_logprobs, advantages, mask, cliprange: float):
     ratio = torch.exp(logprobs - old_logprobs)
-    loss = torch.max(-advantages * ratio, -advantages * ratio.clamp(1 - cliprange, 1 + cliprange))
-    clipfrac = masked_mean(((ratio - 1).abs() > cliprange).float(), mask)
-    return masked_mean(loss, mask), clipfrac
+    unclipped = -advantages * ratio
+    clipped = -advantages * ratio.clamp(1 - cliprange, 1 + cliprange)
+    # TRL's pg_clipfrac: where the clipped branch is the one taken (its gradient is zero), not merely |r - 1| > eps
+    clipfrac = masked_mean((clipped > unclipped).float(), mask)
+    return masked_mean(torch.max(unclipped, clipped), mask), clipfrac
 
 
 def clipped_value_loss(values, old_values, returns, mask, cliprange_value: float):
@@ -125,10 +130,10 @@ class ValueHead(torch.nn.Module):
         return SimpleNamespace(logits=self.head(out.hidden_states[-1].float()))
 
 
-def token_logprobs(model, seq, attn, pos, start: int) -> torch.Tensor:
-    """Log-probabilities of seq[:, start:] under the model."""
+def token_logprobs(model, seq, attn, pos, start: int, temperature: float = 1.0) -> torch.Tensor:
+    """Log-probabilities of seq[:, start:] under the model's logits / temperature (the sampled distribution)."""
     logits = model(input_ids=seq, attention_mask=attn, position_ids=pos).logits[:, start - 1:-1].float()
-    return torch.log_softmax(logits, -1).gather(-1, seq[:, start:, None]).squeeze(-1)
+    return torch.log_softmax(logits / temperature, -1).gather(-1, seq[:, start:, None]).squeeze(-1)
 
 
 def token_values(value_model, seq, attn, pos, start: int) -> torch.Tensor:
@@ -138,10 +143,14 @@ def token_values(value_model, seq, attn, pos, start: int) -> torch.Tensor:
 class PPOTrainer:
     def __init__(self, policy, reference, value_model, tokenizer,
                  score_fn: Callable[[list[list[dict]], list[str]], list[float]], settings: PPOSettings, seed: int,
-                 log_fn: Callable[[dict, int], None] | None = None):
+                 log_fn: Callable[[dict, int], None] | None = None,
+                 gold_fn: Callable[[list[list[dict]], list[str], list[str]], list[float]] | None = None):
         self.policy, self.reference, self.value_model = policy, reference, value_model
         self.tokenizer, self.score_fn, self.s = tokenizer, score_fn, settings
         self.log_fn = log_fn or (lambda row, step: None)
+        self.gold_fn = gold_fn
+        for model in (policy, reference, value_model):
+            disable_dropout(model)
         self.gen = torch.Generator(device=policy.device).manual_seed(seed)
         self.rng = random.Random(seed)
         self.kl = AdaptiveKL(settings.kl_coef, settings.target_kl, settings.kl_horizon)
@@ -166,8 +175,8 @@ class PPOTrainer:
         pos = (full_attn.cumsum(-1) - 1).clamp(min=0)
         self.policy.eval()
         self.value_model.eval()
-        logprobs = token_logprobs(self.policy, seq, full_attn, pos, start)
-        ref_logprobs = token_logprobs(self.reference, seq, full_attn, pos, start)
+        logprobs = token_logprobs(self.policy, seq, full_attn, pos, start, s.temperature)
+        ref_logprobs = token_logprobs(self.reference, seq, full_attn, pos, start, s.temperature)
         values = token_values(self.value_model, seq, full_attn, pos, start)
         texts = decode_responses(tok, response)
         scores = torch.tensor(self.score_fn(list(prompts), texts), dtype=torch.float32, device=seq.device)
@@ -175,7 +184,7 @@ class PPOTrainer:
         return dict(seq=seq, attn=full_attn, pos=pos, start=start, mask=mask, logprobs=logprobs,
                     ref_logprobs=ref_logprobs, values=values, scores=scores, texts=texts, finished=finished)
 
-    def step(self, prompts: Sequence[list[dict]], step: int) -> dict:
+    def step(self, prompts: Sequence[list[dict]], step: int, references: Sequence[str] | None = None) -> dict:
         s = self.s
         batch = self.rollout(prompts)
         mask = batch["mask"]
@@ -193,7 +202,7 @@ class PPOTrainer:
             for i in range(0, n, s.mini_batch_size):
                 idx = torch.tensor(order[i:i + s.mini_batch_size], device=mask.device)
                 seq, attn, pos, m = batch["seq"][idx], batch["attn"][idx], batch["pos"][idx], mask[idx]
-                new_lp = token_logprobs(self.policy, seq, attn, pos, batch["start"])
+                new_lp = token_logprobs(self.policy, seq, attn, pos, batch["start"], s.temperature)
                 new_v = token_values(self.value_model, seq, attn, pos, batch["start"])
                 pg_loss, pg_clip = clipped_policy_loss(new_lp, batch["logprobs"][idx], advantages[idx], m, s.cliprange)
                 vf_loss, vf_clip = clipped_value_loss(new_v, batch["values"][idx], returns[idx], m, s.cliprange_value)
@@ -214,28 +223,35 @@ class PPOTrainer:
         row = {
             "objective/kl": mean_kl, "objective/scores": batch["scores"].mean().item(),
             "objective/rlhf_reward": (batch["scores"] - self.kl.value * kl.sum(1)).mean().item(),
-            "objective/kl_coef": self.kl.value, "policy/clipfrac_avg": _avg(stats["pg_clipfrac"]),
+            "objective/kl_coef": self.kl.value,
+            # TRL's objective/entropy: the sampled answers' summed negative log-probability, per answer
+            "objective/entropy": (-batch["logprobs"] * mask).sum(1).mean().item(),
+            "policy/clipfrac_avg": _avg(stats["pg_clipfrac"]),
             "policy/approxkl_avg": _avg(stats["approxkl"]), "loss/policy_avg": _avg(stats["pg_loss"]),
             "loss/value_avg": _avg(stats["vf_loss"]), "val/clipfrac_avg": _avg(stats["vf_clipfrac"]),
             "val/mean": masked_mean(batch["values"], mask).item(), "val/num_eos_tokens": float(batch["finished"].sum()),
             "response_length": mask.sum(1).mean().item(),
         }
+        if self.gold_fn is not None and references is not None:
+            row["objective/gold"] = _avg(self.gold_fn(list(prompts), batch["texts"], list(references)))
         if s.adaptive_kl:
             self.kl.update(mean_kl, n)
         self.log_fn(row, step)
         return row
 
     def train(self, prompts: Sequence[list[dict]], checkpoint_dir: Path | None = None,
-              fingerprint: str = "") -> list[dict]:
-        """All rounds; with `checkpoint_dir` and `checkpoint_every`, resumable after a kill on the same curve."""
+              fingerprint: str = "", references: Sequence[str] | None = None) -> list[dict]:
+        """All rounds; with `checkpoint_dir` and `checkpoint_every`, resumable after a kill on the same curve.
+        `references` (one per prompt) lets `gold_fn` score each update's answers."""
         every = self.s.checkpoint_every if checkpoint_dir else 0
         history = self.load(checkpoint_dir, fingerprint) if every else []
         if history:
             print(f"ppo: resumed from {checkpoint_dir / 'last'} at step {len(history)}", flush=True)
         for step in tqdm(range(len(history) + 1, self.s.steps + 1), desc="ppo", mininterval=2.0,
                          initial=len(history), total=self.s.steps):
-            batch = [prompts[self.rng.randrange(len(prompts))] for _ in range(self.s.batch_size)]
-            row = self.step(batch, step)
+            picks = [self.rng.randrange(len(prompts)) for _ in range(self.s.batch_size)]
+            row = self.step([prompts[i] for i in picks], step,
+                            [references[i] for i in picks] if references is not None else None)
             history.append({"step": step, **row})
             if every and step % every == 0 and step < self.s.steps:
                 self.save(checkpoint_dir, history, fingerprint)

@@ -187,6 +187,31 @@ def plot_history(history: list[dict], title: str, out_png: Path, keys: list[str]
     os.replace(tmp, out_png)
 
 
+def plot_against(history: list[dict], x: str, ys: list[str], title: str, out_png: Path) -> None:
+    """Curves of `ys` against `x` (not the step) on one axis, e.g. proxy and gold reward against KL; attached to
+    the stage's MLflow run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for key in ys:
+        pts = sorted((row[x], row[key]) for row in history if x in row and key in row)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=key)
+    ax.set_xlabel(x)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_png.with_name("." + out_png.name + ".tmp.png")
+    fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    os.replace(tmp, out_png)
+    log_artifact(out_png, "plots")
+
+
 def write_history(path: Path, history: list[dict]) -> None:
     """DVC plots read this JSON list of {step, ...} rows."""
     from core.io import atomic_file

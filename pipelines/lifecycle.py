@@ -26,6 +26,7 @@ from core.formats import InputSpec, read_instructions
 from core.io import write_json
 from pipelines.graph import run_dvc_stage, stage_env, stage_names, stages_for
 from pipelines.hub import refuse_hub_inputs
+from pipelines.report import Bounds
 from tasks import TaskConfig, check_fit, load_task
 
 TIMINGS = Path("reports/timings.json")
@@ -77,10 +78,10 @@ def validate_params(path: Path) -> dict:
     params = read_params(path)
     refuse_hub_inputs(params.get("data") or {})
     names = stage_names()
-    unknown = sorted(set(params) - set(names) - {"data", "task", "orchestration"})
+    unknown = sorted(set(params) - set(names) - {"data", "task", "orchestration", "report"})
     if unknown:
-        raise ConfigError(f"{path}: unknown section(s) {unknown}; sections are 'data', 'task', 'orchestration' and "
-                          f"{names}")
+        raise ConfigError(f"{path}: unknown section(s) {unknown}; sections are 'data', 'task', 'orchestration', "
+                          f"'report' and {names}")
     for name in names:
         load_section(name, importlib.import_module(f"stages.{name}").Config, path)
     orchestration = load_section("orchestration", Orchestration, path) if "orchestration" in params else Orchestration()
@@ -88,6 +89,8 @@ def validate_params(path: Path) -> dict:
         raise ConfigError(f"{path}: orchestration.gpu_stages: clean runs where its inputs are (its outputs are "
                           "persistent, so DVC's run cache cannot carry it back from a worker)")
     load_section("task", TaskConfig, path)
+    if "report" in params:
+        load_section("report", Bounds, path)
     for key in ("gpu_stages", "retries"):
         strange = sorted(set(getattr(orchestration, key)) - set(names))
         if strange:

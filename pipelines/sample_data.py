@@ -4,9 +4,12 @@ Four inputs, written under data/sample/:
 - general.jsonl      encyclopedia-style English documents, with planted exact and near duplicates,
                      web boilerplate, non-English text, junk and PII for the cleaning stage to find;
 - domain.jsonl       product reviews (the domain for continued pretraining), with the same kinds of noise;
-- instructions.jsonl Alpaca records of a checkable task: "is this review positive or negative?";
-- preferences.jsonl  prompt/chosen/rejected pairs over the same task: a correct answer in a full sentence
-                     beats a bare label, and any correct answer beats a wrong one.
+- instructions.jsonl Alpaca records of a checkable task: "is this review positive or negative?", the label
+                     decided by the review's content (its explicit or implicit verdict, else the majority of its
+                     aspects, which often go both ways), 5 % wrong;
+- preferences.jsonl  prompt/chosen/rejected pairs over the same reviews, ordered by a known gold rule (correct,
+                     justified by a reason the review gives, one short sentence; tasks/sentiment.py), 5 % swapped,
+                     each with its `kind` and the true label as `reference`.
 
 Every review text is unique across the three review sets, so a held-out example can never be in training.
 """
@@ -54,10 +57,16 @@ POS_VP = ["works perfectly", "arrived quickly", "does exactly what it promises",
 NEG_VP = ["stopped working after a week", "arrived broken", "does not do what it promises", "feels terrible in the hand",
           "takes forever to heat up", "wastes a lot of my time", "already looks worn out", "is hard to clean",
           "was a waste of money", "disappointed me from day one"]
-POS_END = ["I would recommend it to anyone.", "I am very happy with it.", "I would buy it again.", "Great value overall.",
-           "My whole family loves it.", "Highly recommended."]
-NEG_END = ["I would not recommend it.", "I am very unhappy with it.", "I will never buy it again.",
-           "Poor value overall.", "I returned it the next day.", "Avoid this one."]
+# verdict sentences, explicit or implicit: where a review has one, it decides the label
+POS_VERDICT = ["I would recommend it to anyone.", "I am very happy with it.", "I would buy it again.",
+               "Great value overall.", "My whole family loves it.", "I bought a second one for my sister.",
+               "I use it every single day now.", "It replaced two older ones in our house."]
+NEG_VERDICT = ["I would not recommend it.", "I am very unhappy with it.", "I will never buy it again.",
+               "Poor value overall.", "I returned it the next day.", "It went straight back in the box.",
+               "I asked the shop for a refund.", "It now sits unused in a cupboard."]
+# what an over-long answer adds: words that cost the reader time and say nothing about the review
+FILLER = ["I hope this helps you decide.", "Let me know if you have any other questions.",
+          "Reviews like this are common for such products.", "Of course, opinions can differ."]
 QUESTIONS = ["Is this review positive or negative?", "Classify the sentiment of this review as positive or negative.",
              "Does the customer like the product? Answer positive or negative.",
              "Read the review and say whether it is positive or negative."]
@@ -123,30 +132,41 @@ def general_doc(rng: random.Random) -> str:
     return " ".join(s[: rng.randint(3, len(s))])
 
 
-def review(rng: random.Random, positive: bool) -> str:
-    product = rng.choice(PRODUCTS)
-    # three aspect sentences; sometimes one of them goes against the overall verdict
-    flips = {rng.randrange(3)} if rng.random() < 0.3 else set()
-    sentences = [f"I bought this {product} {rng.choice(WHEN)}."]
-    parts = rng.sample(PARTS, 3)
-    for i in range(3):
-        good = positive != (i in flips)
-        if rng.random() < 0.5:
-            sentences.append(f"The {parts[i]} is {rng.choice(POS_ADJ if good else NEG_ADJ)}.")
-        else:
-            sentences.append(f"It {rng.choice(POS_VP if good else NEG_VP)}.")
-    sentences.append(rng.choice(POS_END if positive else NEG_END))
-    return " ".join(sentences)
+def aspect(rng: random.Random, part: str, good: bool) -> str:
+    """One aspect sentence: 'The handle is sturdy.' or 'It works perfectly.'"""
+    if rng.random() < 0.5:
+        return f"The {part} is {rng.choice(POS_ADJ if good else NEG_ADJ)}."
+    return f"It {rng.choice(POS_VP if good else NEG_VP)}."
 
 
-def unique_reviews(rng: random.Random, n: int, seen: set[str]) -> list[tuple[str, bool]]:
+def review(rng: random.Random) -> tuple[str, bool, list[str], list[str]]:
+    """A review whose label its content decides: its closing verdict (explicit or implicit, in 70 % of reviews),
+    else the majority of its aspect sentences. Like real reviews, each aspect agrees with the reviewer's opinion
+    only most of the time (3 in 4), so many reviews are mixed and a few have most aspects against the verdict.
+    Returns (text, positive, the aspect sentences that agree with the label, the parts named)."""
+    while True:
+        positive = rng.random() < 0.5
+        goods = [positive if rng.random() < 0.75 else not positive for _ in range(rng.choice([1, 2, 3, 3]))]
+        has_verdict = rng.random() < 0.7
+        votes = sum(1 if g == positive else -1 for g in goods)
+        if has_verdict or votes > 0:  # without a verdict, the aspects' majority must carry the label
+            break
+    product, parts = rng.choice(PRODUCTS), rng.sample(PARTS, 4)
+    aspects = [aspect(rng, part, good) for part, good in zip(parts, goods)]
+    sentences = [f"I bought this {product} {rng.choice(WHEN)}.", *aspects]
+    if has_verdict:
+        sentences.append(rng.choice(POS_VERDICT if positive else NEG_VERDICT))
+    agreeing = [a for a, good in zip(aspects, goods) if good == positive]
+    return " ".join(sentences), positive, agreeing, parts
+
+
+def unique_reviews(rng: random.Random, n: int, seen: set[str]) -> list[tuple[str, bool, list[str], list[str]]]:
     out = []
     while len(out) < n:
-        positive = rng.random() < 0.5
-        text = review(rng, positive)
-        if text not in seen:
-            seen.add(text)
-            out.append((text, positive))
+        item = review(rng)
+        if item[0] not in seen:
+            seen.add(item[0])
+            out.append(item)
     return out
 
 
@@ -198,9 +218,44 @@ def noisy_corpus(rng: random.Random, docs: list[str]) -> list[str]:
     return out
 
 
-def answer_text(rng: random.Random, positive: bool, verbose: bool) -> str:
+# -------------------------------------------------------------------- answers and the gold rule's preferences
+def clause(sentence: str) -> str:
+    """'The handle is sturdy.' -> 'the handle is sturdy' (a reason quoted from the review)."""
+    return sentence[0].lower() + sentence[1:].rstrip(".")
+
+
+def answer(rng: random.Random, positive: bool, form: str, agreeing: list[str], parts: list[str]) -> str:
+    """One answer in a form: bare label, sentence, justified (a reason quoted from the review), rambling (justified
+    and padded), ungrounded (a reason the review never gives)."""
     label = "positive" if positive else "negative"
-    return f"The review is {label}." if verbose else label
+    if form == "bare":
+        return label
+    if form == "sentence" or (form in ("justified", "rambling") and not agreeing):
+        return f"The review is {label}."
+    if form == "ungrounded":
+        part = rng.choice([p for p in PARTS if p not in parts])
+        return f"{label.capitalize()}, because the {part} is {rng.choice(POS_ADJ if positive else NEG_ADJ)}."
+    text = f"{label.capitalize()}, because {clause(rng.choice(agreeing))}."
+    return text if form == "justified" else f"{text} {' '.join(rng.sample(FILLER, 2))}"
+
+
+# preference kinds and their shares: each pair is ordered by the gold rule (tasks/sentiment.py `gold`: correct,
+# justified by a reason the review gives, one short sentence), then LABEL_NOISE of them are swapped
+PREFERENCE_KINDS = {"correctness": 0.35, "justification": 0.3, "concision": 0.2, "grounding": 0.15}
+LABEL_NOISE = 0.05
+
+
+def preference(rng: random.Random, positive: bool, agreeing: list[str], parts: list[str]) -> tuple[str, str, str]:
+    kind = rng.choices(list(PREFERENCE_KINDS), weights=list(PREFERENCE_KINDS.values()))[0]
+    if kind == "correctness" or not agreeing:
+        form = rng.choice(["bare", "sentence"])
+        return "correctness", answer(rng, positive, form, agreeing, parts), answer(rng, not positive, form, [], parts)
+    good = answer(rng, positive, "justified", agreeing, parts)
+    if kind == "justification":
+        return kind, good, answer(rng, positive, rng.choice(["bare", "sentence"]), agreeing, parts)
+    if kind == "concision":
+        return kind, good, f"{good} {' '.join(rng.sample(FILLER, 2))}"
+    return kind, good, answer(rng, positive, "ungrounded", agreeing, parts)
 
 
 def generate(out_dir: Path = SAMPLE_DIR, seed: int = 0, scale: float = 1.0) -> dict[str, Path]:
@@ -216,7 +271,7 @@ def generate(out_dir: Path = SAMPLE_DIR, seed: int = 0, scale: float = 1.0) -> d
             seen_general.add(doc)
             general.append(doc)
     seen_reviews: set[str] = set()
-    domain = [t for t, _ in unique_reviews(rng, n_domain, seen_reviews)]
+    domain = [item[0] for item in unique_reviews(rng, n_domain, seen_reviews)]
     instr = unique_reviews(rng, n_instr, seen_reviews)
     prefs = unique_reviews(rng, n_pref, seen_reviews)
 
@@ -230,17 +285,22 @@ def generate(out_dir: Path = SAMPLE_DIR, seed: int = 0, scale: float = 1.0) -> d
 
     dump(files["general"], [{"text": t} for t in noisy_corpus(rng, general)])
     dump(files["domain"], [{"text": t} for t in noisy_corpus(rng, domain)])
-    # the SFT data answers mostly with a bare label; the preference data asks for a full sentence
-    dump(files["instructions"], [
-        {"instruction": rng.choice(QUESTIONS), "input": text, "output": answer_text(rng, pos, rng.random() < 0.25)}
-        for text, pos in instr])
+    # SFT answers mostly with a bare label or a sentence, a few with a quoted reason; LABEL_NOISE of the labels
+    # are wrong (so no model can reach accuracy 1.0 on held-out data)
+    rows = []
+    for text, positive, agreeing, parts in instr:
+        shown = positive if rng.random() >= LABEL_NOISE else not positive
+        form = rng.choices(["bare", "sentence", "justified"], weights=[0.55, 0.3, 0.15])[0]
+        rows.append({"instruction": rng.choice(QUESTIONS), "input": text,
+                     "output": answer(rng, shown, form, agreeing if shown == positive else [], parts)})
+    dump(files["instructions"], rows)
     pref_rows = []
-    for text, pos in prefs:
-        prompt = f"{rng.choice(QUESTIONS)}\n\n{text}"
-        kind = rng.randrange(3)
-        chosen = answer_text(rng, pos, verbose=kind != 2)
-        rejected = answer_text(rng, pos if kind == 0 else not pos, verbose=kind != 0)
-        pref_rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
+    for text, positive, agreeing, parts in prefs:
+        kind, chosen, rejected = preference(rng, positive, agreeing, parts)
+        if rng.random() < LABEL_NOISE:
+            chosen, rejected = rejected, chosen
+        pref_rows.append({"prompt": f"{rng.choice(QUESTIONS)}\n\n{text}", "chosen": chosen, "rejected": rejected,
+                          "kind": kind, "reference": "positive" if positive else "negative"})
     dump(files["preferences"], pref_rows)
     return files
 

@@ -2,7 +2,10 @@
 
 dpo:  TRL's DPOTrainer on the preference pairs, reference = the SFT model.
 ppo:  the project's PPO trainer (core.ppo): policy and reference from SFT, value model initialised from
-      the reward model, rewards from the `reward` stage's model with a per-token KL penalty.
+      the reward model, rewards from the `reward` stage's model with a per-token KL penalty. Its prompts are the
+      instructions' training prompts: none is a prompt the reward model trained on or evaluate scores. Each
+      update logs the proxy (reward model) and the task's gold score of its answers; plots/align_overopt.png
+      draws both against the KL (the over-optimisation curve of Gao et al. 2022).
 grpo: TRL's GRPOTrainer on the instruction prompts with verifiable rewards from the task (params `task`,
       tasks/), as nanochat does RL on GSM8K and DeepSeek-R1 with accuracy + format rewards: `correct` (the
       task's reward: 1 when the sampled answer is the reference's; a free-form task's chrF in [0, 1]) plus,
@@ -24,7 +27,8 @@ from core import hf_trainers
 from core.hf_trainers import CheckpointLog, HistoryCallback, common_args
 from core.io import atomic_dir, read_jsonl, write_json, weight_bytes
 from core.errors import ConfigError
-from core.lm import load_causal_lm, load_pretrained, load_tokenizer, require_same_tokenizer, reward_scores
+from core.lm import (disable_dropout, load_causal_lm, load_pretrained, load_tokenizer, require_same_tokenizer,
+                     reward_scores)
 from core.ppo import PPOSettings, PPOTrainer, ValueHead
 from tasks import Task, TaskConfig, check_fit, load_task
 
@@ -36,6 +40,7 @@ WORK = Path("checkpoints/align")
 METRICS = Path("metrics/align.json")
 PLOT_DATA = Path("plots/align.json")
 PLOT_PNG = Path("plots/align_curves.png")
+OVEROPT_PNG = Path("plots/align_overopt.png")
 
 
 class DPOSettings(StageConfig):
@@ -120,20 +125,30 @@ def run_ppo(cfg: Config, tokenizer, dev) -> tuple[torch.nn.Module, list[dict]]:
     require_same_tokenizer(tokenizer, REWARD, "reward model")
     reward_model = load_pretrained(AutoModelForSequenceClassification, REWARD, "reward model").to(dev).eval()
     reward_model.requires_grad_(False)
+    disable_dropout(reward_model)
     if cfg.ppo.value == "head":
         value_model = ValueHead(policy)
     else:
         value_model = load_pretrained(AutoModelForTokenClassification, REWARD, "reward model",
                                       num_labels=1).to(dev)
-    prompts = [r["prompt"] for r in read_jsonl(CLEAN / "preferences.train.jsonl")]
+    task = load_task(cfg.task)
+    records = read_jsonl(CLEAN / "instructions.train.jsonl")
+    check_fit(task, records, str(CLEAN / "instructions.train.jsonl"))
+    prompts, references = [task.prompt(r) for r in records], [task.reference(r) for r in records]
 
     def score(batch_prompts, answers):
         return reward_scores(reward_model, tokenizer, batch_prompts, answers)
 
+    def gold(batch_prompts, answers, refs):
+        return [task.gold(a, ref, p) for p, a, ref in zip(batch_prompts, answers, refs)]
+
     trainer = PPOTrainer(policy, reference, value_model, tokenizer, score, cfg.ppo, cfg.seed,
                          log_fn=lambda row, step: tracking.log_metrics(
-                             {k.replace("/", "_"): v for k, v in row.items()}, step=step))
-    history = trainer.train(prompts, WORK, hf_trainers.fingerprint(cfg, SFT, REWARD, CLEAN / "preferences.train.jsonl"))
+                             {k.replace("/", "_"): v for k, v in row.items()}, step=step), gold_fn=gold)
+    history = trainer.train(prompts, WORK, hf_trainers.fingerprint(cfg, SFT, REWARD, CLEAN / "instructions.train.jsonl"),
+                            references)
+    tracking.plot_against(history, "objective/kl", ["objective/scores", "objective/gold"],
+                          "PPO: proxy (reward model) and gold score against KL to SFT", OVEROPT_PNG)
     return (policy.merge_and_unload() if cfg.ppo.lora else policy), history
 
 
@@ -154,6 +169,15 @@ def task_rewards(task: Task) -> list:
     return [correct, format] if task.format_ok("") is not None else [correct]
 
 
+def gold_reward(task: Task):
+    """The task's gold score as a GRPO reward function of weight 0: logged per step (rewards/gold/mean), never
+    optimised."""
+    def gold(prompts: list, completions: list, reference: list[str], **_) -> list[float]:
+        return [task.gold(t, ref, p) for t, ref, p in zip(_texts(completions), reference, prompts)]
+
+    return gold
+
+
 def run_grpo(cfg: Config, tokenizer) -> tuple[torch.nn.Module, list[dict]]:
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
@@ -167,8 +191,9 @@ def run_grpo(cfg: Config, tokenizer) -> tuple[torch.nn.Module, list[dict]]:
     check_fit(task, records, str(CLEAN / "instructions.train.jsonl"))
     ds = Dataset.from_list([{"prompt": task.prompt(r), "reference": task.reference(r)} for r in records])
     rewards = task_rewards(task)
-    weights = [1.0, g.format_weight] if len(rewards) == 2 and g.format_weight else None
-    rewards = rewards if weights else rewards[:1]
+    rewards = rewards if len(rewards) == 2 and g.format_weight else rewards[:1]
+    weights = [1.0, g.format_weight][: len(rewards)] + [0.0]
+    rewards.append(gold_reward(task))
     args = GRPOConfig(**common_args(WORK, cfg.seed, g.steps, g.batch_size, g.lr, g.warmup_ratio, g.log_every,
                                   g.gradient_checkpointing, g.checkpoint_every),
                       num_generations=g.num_generations, max_completion_length=g.max_completion_length,
@@ -179,21 +204,25 @@ def run_grpo(cfg: Config, tokenizer) -> tuple[torch.nn.Module, list[dict]]:
     trainer = GRPOTrainer(model=load_causal_lm(SFT), reward_funcs=rewards, args=args, train_dataset=ds,
                           processing_class=tokenizer, callbacks=[history, CheckpointLog("align")])
     hf_trainers.train(trainer, "align", WORK, hf_trainers.fingerprint(cfg, SFT, CLEAN / "instructions.train.jsonl"))
-    return trainer.model, hf_trainers.logged_rows(trainer, "reward")
+    rows = hf_trainers.logged_rows(trainer, "reward")
+    tracking.plot_against(rows, "kl", ["reward", "rewards/gold/mean"],
+                          "GRPO: verifiable reward and gold score against KL to SFT", OVEROPT_PNG)
+    return trainer.model, rows
 
 
 def run(cfg: Config) -> dict:
     dev = runtime.setup(cfg.seed)
+    OVEROPT_PNG.unlink(missing_ok=True)  # drawn by ppo and grpo (they sample while training), not by dpo
     tokenizer = load_tokenizer(SFT)
     if cfg.method == "dpo":
         model, history = run_dpo(cfg, tokenizer)
         keys = ["loss", "rewards/margins", "rewards/accuracies"]
     elif cfg.method == "grpo":
         model, history = run_grpo(cfg, tokenizer)
-        keys = ["reward", "rewards/correct/mean", "rewards/format/mean", "kl"]
+        keys = ["reward", "rewards/correct/mean", "rewards/format/mean", "rewards/gold/mean", "kl"]
     else:
         model, history = run_ppo(cfg, tokenizer, dev)
-        keys = ["objective/scores", "objective/kl", "objective/rlhf_reward"]
+        keys = ["objective/scores", "objective/gold", "objective/kl", "objective/entropy"]
     with atomic_dir(OUT_DIR, weight_bytes(model)) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)

@@ -920,7 +920,7 @@ def clean_records(cfg: Config, metrics: dict, problems: list[dict]) -> dict[str,
 
     instructions = [{"messages": normalize_messages(r["messages"])} for r in reader("instructions", read_instructions)]
     instructions = dedup_records("instructions", instructions, lambda r: str(r["messages"]))
-    preferences = [{"prompt": normalize_messages(r["prompt"]), "chosen": normalize(r["chosen"]),
+    preferences = [{**r, "prompt": normalize_messages(r["prompt"]), "chosen": normalize(r["chosen"]),
                     "rejected": normalize(r["rejected"])} for r in reader("preferences", read_preferences)]
     preferences = dedup_records("preferences", preferences, lambda r: str(r["prompt"]) + r["chosen"] + r["rejected"])
     for name, rows in found.items():

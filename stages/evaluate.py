@@ -3,10 +3,15 @@
 Per model: perplexity and bits per byte (comparable across tokenizers) on held-out general and domain text;
 on held-out instructions, greedy answers scored as the task (params `task`, tasks/) says: a checkable task
 (sentiment, numeric, choice, regex) gives `task_accuracy` and `answer_rate` (answers it could read at all), a
-free-form one chrF, ROUGE-L, BLEU and exact match against the references; distinct-1/2 diversity, the mean
-length-normalised log-probability of its own answers, and the mean reward-model score of its answers. The
-aligned model also gets its KL to the SFT model and its win rate over SFT under the reward model. The task's
-name, kind and primary metric go into metrics/evaluate.json for the report card and promotion.
+free-form one chrF, ROUGE-L, BLEU and exact match against the references; distinct-1/2 diversity.
+Judged two ways: `gold_score`, the task's gold rule (tasks/: the demo's sentiment rule, else the task's verifiable
+reward), which no stage optimises, with a bootstrap 95 % interval `gold_score_ci`; and `reward_score`, the reward
+model's mean score, the proxy that alignment optimised. `reference_logprob` is the mean length-normalised
+log-probability of the reference answers (a model's own greedy answers would sit near their maximum whatever their
+quality). The aligned model also gets `kl_to_sft`, estimated on `kl_samples` answers per prompt sampled at
+temperature 1 for `kl_prompts` prompts, with its standard error `kl_to_sft_se` (over prompts), and its win rate over
+SFT under the reward model. The task's name, kind and primary metric go into metrics/evaluate.json for the report
+card and promotion.
 """
 from __future__ import annotations
 
@@ -20,8 +25,8 @@ from pydantic import Field
 from core import metrics as m, runtime, tracking
 from core.config import StageConfig
 from core.io import atomic_dir, read_jsonl, read_texts, write_json, write_jsonl
-from core.lm import (answer_kl, answer_logprob, bytes_per_token, generate, load_causal_lm, load_pretrained,
-                     load_tokenizer, mean_nll, pack, require_same_tokenizer, reward_scores)
+from core.lm import (answer_logprob, bytes_per_token, generate, load_causal_lm, load_pretrained, load_tokenizer,
+                     mean_nll, pack, require_same_tokenizer, reward_scores, sampled_kl)
 from tasks import TaskConfig, check_fit, load_task
 
 CLEAN = Path("data/clean")
@@ -40,6 +45,9 @@ class Config(StageConfig):
     max_examples: int = Field(1000, gt=0, description="cap on held-out prompts scored per model")
     max_new_tokens: int = Field(16, gt=0)
     batch_size: int = Field(32, gt=0)
+    kl_prompts: int = Field(64, gt=1, description="held-out prompts the aligned model's KL to SFT is estimated on")
+    kl_samples: int = Field(4, gt=0, description="answers sampled (temperature 1) per prompt for that KL")
+    bootstrap_resamples: int = Field(2000, gt=99, description="resamples for gold_score_ci")
 
 
 def run(cfg: Config) -> dict:
@@ -66,20 +74,24 @@ def run(cfg: Config) -> dict:
         answers[name] = generate(model, tokenizer, prompts, cfg.max_new_tokens, cfg.batch_size)
         scores[name] = torch.tensor(reward_scores(reward_model, tokenizer, prompts, answers[name], cfg.batch_size))
         nll = {corpus: mean_nll(model, blocks, cfg.batch_size) for corpus, blocks in held.items()}
+        gold = [task.gold(a, ref, p) for a, ref, p in zip(answers[name], references, prompts)]
+        low, high = m.bootstrap_ci(gold, resamples=cfg.bootstrap_resamples, seed=cfg.seed)
         metrics[name] = {
             **{f"ppl_{c}": math.exp(v) for c, v in nll.items()},
             **{f"bpb_{c}": m.bits_per_byte(v, byte_rate[c]) for c, v in nll.items()},
             **task.metrics(answers[name], references, prompts),
             "distinct_1": m.distinct_n(answers[name], 1),
             "distinct_2": m.distinct_n(answers[name], 2),
+            "gold_score": sum(gold) / len(gold), "gold_score_ci": [low, high],
             "reward_score": scores[name].mean().item(),
-            "answer_logprob": sum(answer_logprob(model, tokenizer, prompts, answers[name], cfg.batch_size))
+            "reference_logprob": sum(answer_logprob(model, tokenizer, prompts, references, cfg.batch_size))
             / len(prompts),
         }
         if name == "aligned":
             sft = load_causal_lm(MODELS["sft"]).to(dev).eval()
-            kls = answer_kl(model, sft, tokenizer, prompts, answers[name], cfg.batch_size)
-            metrics[name]["kl_to_sft"] = sum(kls) / len(kls)
+            kls = sampled_kl(model, sft, tokenizer, prompts[: cfg.kl_prompts], cfg.kl_samples, cfg.max_new_tokens,
+                             cfg.batch_size, cfg.seed)
+            metrics[name]["kl_to_sft"], metrics[name]["kl_to_sft_se"] = m.mean_and_se(kls)
             metrics[name]["win_rate_vs_sft"] = m.win_rate(scores["aligned"].tolist(), scores["sft"].tolist())
         tracking.log_metrics({f"{name}.{k}": v for k, v in metrics[name].items()})
     with atomic_dir(OUT_DIR) as tmp:

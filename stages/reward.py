@@ -1,11 +1,17 @@
 """Stage `reward`: a scalar reward model trained from the SFT model with TRL's RewardTrainer.
 
-Reports held-out pairwise accuracy (share of held-out pairs where chosen scores above rejected) and margin.
+Reports held-out pairwise accuracy (share of held-out pairs where chosen scores above rejected) and margin,
+per preference `kind` where the records carry one, and beside it the ceiling noisy labels set: the share of
+held-out pairs whose order the task's gold rule agrees with (`gold_agreement`, on pairs that carry their
+`reference` answer). A reward model can beat its labels' noise only by luck; below the gold rule's agreement it has
+learned less than the data holds.
 """
 from __future__ import annotations
 
 import shutil
+from collections import defaultdict
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from pydantic import Field
@@ -16,6 +22,7 @@ from core import hf_trainers
 from core.hf_trainers import CheckpointLog, HistoryCallback, LoraSettings, common_args
 from core.io import atomic_dir, read_jsonl, write_json, weight_bytes
 from core.lm import load_pretrained, load_tokenizer, reward_scores
+from tasks import TaskConfig, load_task
 
 CLEAN = Path("data/clean")
 BASE = Path("artifacts/sft")
@@ -27,6 +34,8 @@ PLOT_PNG = Path("plots/reward_curves.png")
 
 
 class Config(StageConfig):
+    INCLUDE: ClassVar[tuple[str, ...]] = ("task",)
+    task: TaskConfig = TaskConfig()
     seed: int = 0
     steps: int = Field(gt=0)
     batch_size: int = Field(16, gt=0)
@@ -52,6 +61,27 @@ def pairwise(model, tokenizer, records: list[dict]) -> dict:
     rejected = torch.tensor(reward_scores(model, tokenizer, prompts, [r["rejected"] for r in records]))
     return {"accuracy": (chosen > rejected).float().mean().item(), "margin": (chosen - rejected).mean().item(),
             "mean_chosen": chosen.mean().item(), "mean_rejected": rejected.mean().item(), "pairs": len(records)}
+
+
+def by_kind(model, tokenizer, records: list[dict], task) -> dict:
+    """Held-out accuracy per preference kind, and the gold rule's agreement with the labels (overall, per kind)."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        groups[r.get("kind", "all")].append(r)
+    out: dict[str, dict] = {"accuracy_by_kind": {}, "gold_agreement_by_kind": {}}
+    judged = []
+    for kind, rows in sorted(groups.items()):
+        if kind != "all":
+            out["accuracy_by_kind"][kind] = pairwise(model, tokenizer, rows)["accuracy"]
+        with_ref = [r for r in rows if "reference" in r]
+        agree = [task.gold(r["chosen"], r["reference"], r["prompt"]) > task.gold(r["rejected"], r["reference"],
+                                                                                 r["prompt"]) for r in with_ref]
+        judged += agree
+        if agree and kind != "all":
+            out["gold_agreement_by_kind"][kind] = sum(agree) / len(agree)
+    if judged:
+        out["gold_agreement"] = sum(judged) / len(judged)
+    return {k: v for k, v in out.items() if v != {}}
 
 
 def build_trainer(cfg: Config, base: Path, tokenizer, records: list[dict], work_dir: Path, callbacks=()):
@@ -88,6 +118,7 @@ def run(cfg: Config) -> dict:
     if cfg.lora:
         model = model.merge_and_unload()
     metrics = {f"heldout_{k}" if k != "accuracy" else k: v for k, v in pairwise(model, tokenizer, heldout).items()}
+    metrics.update(by_kind(model, tokenizer, heldout, load_task(cfg.task)))
     metrics["train_accuracy"] = pairwise(model, tokenizer, train_records[:256])["accuracy"]
     metrics.update(trainable_params=trainable, trainable_share=share)
     with atomic_dir(OUT_DIR, weight_bytes(model)) as tmp:

@@ -1,5 +1,11 @@
 """Stage `sft`: LoRA instruction tuning with TRL's SFTTrainer; the loss is on the answer tokens only.
 
+Beside the adapter only the chat tokens' embedding rows train (the embedding is a PEFT module to save, its
+other rows' gradients are zeroed; PEFT's trainable_token_indices would do the same, but TRL's fused LM head reads
+the base weight past its wrapper): training the whole tied embedding on answer-only loss, as this stage once did,
+raised held-out general perplexity x77 on the demo (restoring the other rows alone brought it back x8; the rest
+was the adapter's learning rate). metrics/sft.json reports held-out general and domain perplexity before and
+after, so a recipe that breaks the language model shows here first.
 Saves the adapter (artifacts/sft/adapter) and the merged model (artifacts/sft, loads with from_pretrained).
 """
 from __future__ import annotations
@@ -7,6 +13,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 from typing import Literal
+
+import torch
 
 from pydantic import Field
 
@@ -17,7 +25,8 @@ from core import hf_trainers
 from core.hf_trainers import CheckpointLog, HistoryCallback, common_args
 from core.hf_trainers import LoraSettings as BaseLora
 from core.io import atomic_dir, read_jsonl, write_json, weight_bytes
-from core.lm import load_causal_lm, load_tokenizer
+from core.io import read_texts
+from core.lm import SPECIAL_TOKENS, load_causal_lm, load_tokenizer, mean_nll, pack
 
 CLEAN = Path("data/clean")
 BASE = Path("artifacts/domain")
@@ -28,11 +37,17 @@ PLOT_DATA = Path("plots/sft.json")
 PLOT_PNG = Path("plots/sft_loss.png")
 
 
+REPLAY_SYSTEM = "Plain text."
+CHAT_TOKENS = [t for t in SPECIAL_TOKENS if t not in ("<|endoftext|>", "<|pad|>")]
+
+
 class LoraSettings(BaseLora):
-    # The chat tokens (<|user|>, <|assistant|>, <|end|>) never occur in pretraining text: their embeddings
-    # must train with the adapter (as LLaMA-Factory's `additional_target`), or the answer's first token
-    # and the turn end stay unlearnable. Measured: SFT loss plateaus at ~1.5 without, ~0.4 with.
+    # The chat tokens (<|user|>, <|assistant|>, <|end|>) never occur in pretraining text: their embedding rows
+    # must train with the adapter, or the answer's first token and the turn end stay unlearnable (SFT loss
+    # plateaus at ~1.5 without). Only their rows: the rest of the tied embedding is the language model.
     modules_to_save: list[str] = ["embed_tokens"]
+    trainable_tokens: list[str] | None = Field(CHAT_TOKENS, description=(
+        "rows of the saved embedding that train (null: every row)"))
 
 
 class Config(StageConfig):
@@ -48,6 +63,14 @@ class Config(StageConfig):
         "4bit: QLoRA, the frozen base in 4-bit NF4 (bitsandbytes, CUDA only); the merged model is full precision"))
     gradient_checkpointing: bool = Field(False, description="recompute activations: less memory, slower steps")
     checkpoint_every: int = Field(0, ge=0, description="save a resumable checkpoint every N steps (0: none)")
+    init_chat_rows: Literal["mean", "keep"] = Field("mean", description=(
+        "mean: the chat tokens' embedding rows start at the mean row (they never occur in pretraining text); "
+        "keep: as the base has them (pretrain.instruction_mix > 0 or a chat checkpoint)"))
+    replay_fraction: float = Field(0.0, ge=0, lt=1, description=(
+        "share of training rows that are documents of the clean general and domain corpora, trained as plain text"))
+    completion_only_loss: bool = Field(True, description=(
+        "loss on the answers only; false: on the prompts too, which anchors the language model on their text"))
+    eval_seq_len: int = Field(128, gt=1, description="held-out perplexity block length (evaluate's seq_len)")
     lora: LoraSettings = LoraSettings()
 
 
@@ -56,19 +79,82 @@ def to_prompt_completion(records: list[dict]) -> list[dict]:
     return [{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in records]
 
 
-def build_trainer(cfg: Config, model, tokenizer, records: list[dict], work_dir: Path, callbacks=()):
-    """TRL's SFTTrainer with the LoRA adapter: prompt/completion rows, loss on the completion only."""
+def replay_rows(texts: list[str], n: int, seed: int) -> list[dict]:
+    """`n` documents as rows whose completion is the document (behind a fixed system turn: TRL needs a prompt):
+    their tokens keep the language-model loss on the corpora the base learned while the adapter and chat rows
+    learn the task (replay, as the domain stage does)."""
+    import random
+
+    picks = random.Random(seed).sample(texts, min(n, len(texts)))
+    return [{"prompt": [{"role": "system", "content": REPLAY_SYSTEM}],
+             "completion": [{"role": "assistant", "content": t}]} for t in picks]
+
+
+def build_trainer(cfg: Config, model, tokenizer, records: list[dict], work_dir: Path, callbacks=(),
+                  replay: list[str] = ()):
+    """TRL's SFTTrainer with the LoRA adapter: prompt/completion rows (plus replayed general documents), loss on
+    the completion only."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     cfg.lora.check(model, "sft.lora")
+    if cfg.init_chat_rows == "mean":
+        mean_init_rows(model, token_rows(tokenizer, CHAT_TOKENS))
     tokenizer.padding_side = "right"
     args = SFTConfig(**common_args(work_dir, cfg.seed, cfg.steps, cfg.batch_size, cfg.lr, cfg.warmup_ratio,
                                    cfg.log_every, cfg.gradient_checkpointing, cfg.checkpoint_every),
-                     max_length=cfg.max_length, completion_only_loss=True, packing=cfg.packing)
-    return SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(to_prompt_completion(records)),
-                      processing_class=tokenizer, peft_config=cfg.lora.peft_config("CAUSAL_LM"),
-                      callbacks=list(callbacks))
+                     max_length=cfg.max_length, completion_only_loss=cfg.completion_only_loss, packing=cfg.packing)
+    rows = to_prompt_completion(records)
+    if replay and cfg.replay_fraction:
+        # replay_fraction of the rows are documents: n / (len(records) + n) = fraction
+        n = round(len(records) * cfg.replay_fraction / (1 - cfg.replay_fraction))
+        rows = rows + replay_rows(list(replay), n, cfg.seed)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
+                         processing_class=tokenizer, peft_config=cfg.lora.peft_config("CAUSAL_LM"),
+                         callbacks=list(callbacks))
+    if cfg.lora.trainable_tokens is not None:
+        train_only_rows(trainer.model, token_rows(tokenizer, cfg.lora.trainable_tokens), len(tokenizer))
+    return trainer
+
+
+def mean_init_rows(model, rows: list[int]) -> None:
+    """Set these rows of the input (and tied output) embedding to the mean of the others, as transformers'
+    resize_token_embeddings does for new tokens: a token never seen in pretraining keeps its random init and a
+    logit pushed far down by every softmax, which SFT must first undo."""
+    weight = model.get_input_embeddings().weight
+    others = torch.ones(weight.shape[0], dtype=torch.bool)
+    others[rows] = False
+    with torch.no_grad():
+        weight[rows] = weight[others].mean(0)
+        out = model.get_output_embeddings()
+        if out is not None and out.weight.data_ptr() != weight.data_ptr():
+            out.weight[rows] = out.weight[others].mean(0)
+
+
+def train_only_rows(model, rows: list[int], vocab_size: int) -> None:
+    """Zero the gradient of every trainable embedding row but `rows` (tied input/output embedding: one tensor).
+    With no weight decay (HF's default), Adam then leaves those rows exactly as they were."""
+    keep = torch.zeros(vocab_size, 1)
+    keep[rows] = 1.0
+    for name, param in model.named_parameters():
+        if param.requires_grad and param.dim() == 2 and param.shape[0] == vocab_size:
+            param.register_hook(lambda grad, keep=keep: grad * keep.to(grad.device, grad.dtype))
+
+
+def token_rows(tokenizer, tokens: list[str]) -> list[int]:
+    vocab = tokenizer.get_vocab()
+    missing = [t for t in tokens if t not in vocab]
+    if missing:
+        raise ConfigError(f"sft.lora.trainable_tokens: {missing} not in the tokenizer's vocabulary")
+    return [vocab[t] for t in tokens]
+
+
+def heldout_ppl(model, tokenizer, seq_len: int, batch_size: int) -> dict[str, float]:
+    """Held-out general and domain perplexity (the clean stage's held-out split, as evaluate packs it)."""
+    import math
+
+    return {f"ppl_{c}": math.exp(mean_nll(model, pack(tokenizer, read_texts(CLEAN / c / "heldout"), seq_len),
+                                          batch_size)) for c in ("general", "domain")}
 
 
 def load_4bit(path: Path, cfg: Config):
@@ -104,12 +190,18 @@ def run(cfg: Config) -> dict:
     runtime.setup(cfg.seed)
     tokenizer = load_tokenizer(BASE)
     model = load_4bit(BASE, cfg) if cfg.quantization == "4bit" else load_causal_lm(BASE)
+    before = heldout_ppl(load_causal_lm(BASE), tokenizer, cfg.eval_seq_len, cfg.batch_size)
     history = HistoryCallback("sft")
     records = read_jsonl(CLEAN / "instructions.train.jsonl")
-    trainer = build_trainer(cfg, model, tokenizer, records, WORK, [history, CheckpointLog("sft")])
+    # replay what the base was last trained on: the general and the domain corpus, as the domain stage mixes them
+    replay = [t for c in ("general", "domain") for t in read_texts(CLEAN / c / "train")] if cfg.replay_fraction else []
+    trainer = build_trainer(cfg, model, tokenizer, records, WORK, [history, CheckpointLog("sft")], replay)
     result = hf_trainers.train(trainer, "sft", WORK, hf_trainers.fingerprint(cfg, BASE, CLEAN / "instructions.train.jsonl"))
     peft_model = trainer.model
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    if cfg.lora.trainable_tokens is not None:  # the saved embedding copy trains only the listed rows
+        embedding = peft_model.get_input_embeddings().weight
+        trainable -= embedding.numel() - len(cfg.lora.trainable_tokens) * embedding.shape[1]
     total = sum(p.numel() for p in peft_model.parameters())
     with atomic_dir(OUT_DIR, 2 * weight_bytes(peft_model)) as tmp:  # adapter + merged model
         peft_model.save_pretrained(tmp / "adapter")
@@ -127,8 +219,11 @@ def run(cfg: Config) -> dict:
     rows = hf_trainers.logged_rows(trainer, "loss")
     # the mean of the logged losses, not the trainer's own average (which restarts at a resume)
     mean_loss = sum(r["loss"] for r in rows) / len(rows) if rows else result.training_loss
+    after = heldout_ppl(merged, tokenizer, cfg.eval_seq_len, cfg.batch_size)
     metrics = {"train_loss": mean_loss, "final_loss": rows[-1]["loss"] if rows else result.training_loss,
-               "trainable_params": trainable, "trainable_share": trainable / total, "train_examples": len(records)}
+               "trainable_params": trainable, "trainable_share": trainable / total, "train_examples": len(records),
+               **after, **{f"{k}_before": v for k, v in before.items()},
+               **{f"{k}_ratio": after[k] / before[k] for k in after}}
     tracking.save_curves(rows, "sft (LoRA)", PLOT_PNG, ["loss", "learning_rate"], PLOT_DATA)
     write_json(METRICS, metrics)
     return metrics

@@ -49,6 +49,11 @@ class Task(ABC):
         """GRPO's verifiable reward for one sampled response."""
         return self.score(response, reference, prompt)
 
+    def gold(self, response: str, reference: str, prompt: list[dict]) -> float:
+        """The score models are judged by in evaluate (`gold_score`): a task's known gold rule where it has one
+        (the demo's sentiment task: correct, justified, concise), else its verifiable reward."""
+        return self.reward(response, reference, prompt)
+
     def format_ok(self, response: str) -> bool | None:
         """Whether the response has the form the task asks for; None: the task has no format rule."""
         return None

@@ -53,13 +53,29 @@ def test_outputs_and_metrics(project):
     ev = json.loads((root / "metrics" / "evaluate.json").read_text())
     for model in ("base", "domain", "sft", "aligned"):
         for key in ("ppl_general", "ppl_domain", "bpb_general", "bpb_domain", "task_accuracy", "answer_rate",
-                    "reward_score", "distinct_1", "distinct_2", "answer_logprob", "sentence_share"):
+                    "reward_score", "gold_score", "distinct_1", "distinct_2", "reference_logprob", "justified_share",
+                    "concise_share"):
             assert isinstance(ev[model][key], float), (model, key)
         assert 0 <= ev[model]["task_accuracy"] <= ev[model]["answer_rate"] <= 1
         assert "bleu" not in ev[model]  # reference overlap is the free-form task's, not a label's
-        assert ev[model]["answer_logprob"] <= 0
-    assert ev["aligned"]["kl_to_sft"] >= 0
-    assert 0 <= json.loads((root / "metrics" / "reward.json").read_text())["accuracy"] <= 1
+        assert ev[model]["reference_logprob"] <= 0
+        low, high = ev[model]["gold_score_ci"]
+        assert low <= ev[model]["gold_score"] <= high
+    # the gold score recomputed from the written answers by the rule itself (tests/test_tasks.py pins the rule)
+    samples = [json.loads(line) for line in (root / "artifacts" / "evaluate" / "samples.jsonl").open()]
+    from tasks import TaskConfig, load_task
+
+    task = load_task(TaskConfig())
+    for model in ("sft", "aligned"):
+        gold = [task.gold(s[model], s["reference"], [{"role": "user", "content": s["prompt"]}]) for s in samples]
+        assert ev[model]["gold_score"] == pytest.approx(sum(gold) / len(gold))
+    assert ev["aligned"]["kl_to_sft"] >= 0 and ev["aligned"]["kl_to_sft_se"] >= 0
+    reward = json.loads((root / "metrics" / "reward.json").read_text())
+    assert 0 <= reward["accuracy"] <= 1
+    assert set(reward["accuracy_by_kind"]) <= {"correctness", "justification", "concision", "grounding"}
+    sft = json.loads((root / "metrics" / "sft.json").read_text())
+    assert sft["ppl_general_ratio"] == pytest.approx(sft["ppl_general"] / sft["ppl_general_before"])
+    assert sft["ppl_general_before"] == pytest.approx(ev["domain"]["ppl_general"], rel=1e-4)
     clean = json.loads((root / "metrics" / "clean.json").read_text())
     assert clean["docs_out"] < clean["docs_in"]
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
@@ -83,8 +99,8 @@ def test_report_card_holds_every_section_and_its_links_resolve(project):
         assert section in report, section
     assert "- git commit: `" in report and "torch 2.13.0" in report and "flow overhead" in report
     assert "| data/clean | `" in report  # data hashes from dvc.lock
-    for column in ("bpb_general", "task_accuracy", "answer_rate", "sentence_share", "distinct_2", "answer_logprob",
-                   "win_rate_vs_sft", "kl_to_sft"):
+    for column in ("bpb_general", "task_accuracy", "answer_rate", "justified_share", "distinct_2", "gold_score",
+                   "gold_score_ci", "reference_logprob", "win_rate_vs_sft", "kl_to_sft", "kl_to_sft_se"):
         assert column in report, column
     links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", report)
     assert len(links) == 5

@@ -280,3 +280,22 @@ def test_mapping_only_the_system_field_keeps_the_records_own_layout(tmp_path):
         {"role": "assistant", "content": "Hello."}]}]
     with pytest.raises(InputError, match="only 'prompt' may list several fields"):
         InputSpec(path="x", fields={"response": ["a", "b"]}).check_roles("instructions", "data.instructions")
+
+
+def test_preference_kind_and_reference_are_kept_when_present(tmp_path):
+    from core.formats import InputSpec
+
+    rows = [{"prompt": "Good?", "chosen": "yes", "rejected": "no", "kind": "correctness", "reference": "yes"},
+            {"prompt": "Good?", "chosen": "yes", "rejected": "no"},
+            {"q": "Good?", "good": "yes", "bad": "no", "label": "yes", "type": "style"}]
+    path = tmp_path / "prefs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows[:2]))
+    first, second = read_preferences(path)
+    assert (first["kind"], first["reference"]) == ("correctness", "yes")
+    assert "kind" not in second and "reference" not in second
+    mapped = tmp_path / "mapped.jsonl"
+    mapped.write_text(json.dumps(rows[2]) + "\n")
+    spec = InputSpec(path=str(mapped), fields={"prompt": "q", "chosen": "good", "rejected": "bad", "reference": "label",
+                                               "kind": "type"})
+    (record,) = read_preferences(spec)
+    assert (record["kind"], record["reference"], record["chosen"]) == ("style", "yes", "yes")

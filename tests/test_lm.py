@@ -70,3 +70,21 @@ def test_kl_of_a_model_to_itself_is_zero(tok):
     assert all(abs(k) < 1e-5 for k in kl)
     other = LlamaForCausalLM(model.config)
     assert all(k > 0 for k in lm.answer_kl(model, other, tok, prompts, ["positive", "The review is negative."]))
+
+
+def test_sampled_kl_is_zero_to_itself_positive_to_another_and_seeded(tok):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
+                         pad_token_id=tok.pad_token_id)
+    model, other = LlamaForCausalLM(config), LlamaForCausalLM(config)
+    prompts = [[{"role": "user", "content": "Is it good?"}], [{"role": "user", "content": "Is it bad?"}]]
+    same = lm.sampled_kl(model, model, tok, prompts, samples=3, max_new_tokens=4)
+    assert len(same) == 2 and all(abs(k) < 1e-5 for k in same)
+    kl = lm.sampled_kl(model, other, tok, prompts, samples=3, max_new_tokens=4, seed=1)
+    assert all(k > 0 for k in kl)
+    assert kl == lm.sampled_kl(model, other, tok, prompts, samples=3, max_new_tokens=4, seed=1)
+    # sampled answers, not the greedy one: another seed gives another estimate
+    assert kl != lm.sampled_kl(model, other, tok, prompts, samples=3, max_new_tokens=4, seed=2)

@@ -66,3 +66,14 @@ def test_win_rate_on_fixed_scores():
     assert metrics.win_rate([1, 2, 3, 4], [0, 2, 5, 1]) == pytest.approx(2.5 / 4)
     with pytest.raises(ValueError):
         metrics.win_rate([1.0], [])
+
+
+def test_bootstrap_interval_and_standard_error_by_hand():
+    values = [0.0, 1.0] * 50  # mean 0.5; the mean of 100 coin flips has sd 0.05
+    low, high = metrics.bootstrap_ci(values, resamples=4000, seed=0)
+    assert low < 0.5 < high
+    assert high - low == pytest.approx(2 * 1.96 * 0.05, rel=0.15)
+    assert metrics.bootstrap_ci([0.7] * 20) == (pytest.approx(0.7), pytest.approx(0.7))  # no spread, no interval
+    mean, se = metrics.mean_and_se([1.0, 2.0, 3.0, 4.0])
+    assert mean == 2.5 and se == pytest.approx(math.sqrt(5 / 3) / 2)  # sample sd sqrt(5/3), n = 4
+    assert metrics.mean_and_se([3.0]) == (3.0, 0.0)

@@ -27,6 +27,19 @@ def test_gates_on_fixed_numbers():
     assert _passed(promote.gates(cfg(task_accuracy_tolerance=0.1), worse, 0.8))["task_accuracy_vs_champion"]
 
 
+def test_the_shipped_gate_refuses_a_model_whose_general_perplexity_rose_more_than_25_percent():
+    """params.yaml's own promote section, not a test value: a planted evaluation 30 % worse is refused, 20 % passes."""
+    from core.config import load_section
+    from tests.micro import ROOT
+
+    shipped = load_section("promote", promote.Config, ROOT / "params.yaml")
+    assert shipped.max_general_ppl_rise <= 0.25
+    planted = {"domain": {"ppl_general": 4.0}, "aligned": {"ppl_general": 5.2, "kl_to_sft": 0.1, "task_accuracy": 0.9}}
+    assert _passed(promote.gates(shipped, planted, None))["general_ppl_rise_vs_domain"] is False
+    fine = {**planted, "aligned": {**planted["aligned"], "ppl_general": 4.8}}
+    assert _passed(promote.gates(shipped, fine, None))["general_ppl_rise_vs_domain"] is True
+
+
 @pytest.fixture
 def registry(tmp_path, monkeypatch):
     from core import tracking

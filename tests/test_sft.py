@@ -56,3 +56,44 @@ def test_qlora_without_a_gpu_is_a_clear_config_error(tmp_path, monkeypatch):
     cfg = sft.Config(steps=1, quantization="4bit")
     with pytest.raises(ConfigError, match="sft.quantization: 4bit .QLoRA. needs a CUDA GPU and the bitsandbytes"):
         sft.load_4bit(tmp_path, cfg)
+
+
+def test_only_the_chat_rows_of_the_embedding_train(tok, tmp_path):
+    """The rest of the tied embedding is the language model: after training it is byte-identical, the chat rows
+    (mean-initialised first) moved, and the adapter learned."""
+    model = tiny_model(tok)
+    before = model.get_input_embeddings().weight.detach().clone()
+    cfg = sft.Config(steps=3, batch_size=len(RECORDS), lr=1e-2, lora=sft.LoraSettings(r=2, alpha=4))
+    trainer = sft.build_trainer(cfg, model, tok, RECORDS, tmp_path)
+    rows = sft.token_rows(tok, sft.CHAT_TOKENS)
+    start = trainer.model.get_input_embeddings().weight.detach().clone()
+    others = torch.ones(len(tok), dtype=torch.bool)
+    others[rows] = False
+    assert torch.allclose(start[rows], before[others].mean(0).expand(len(rows), -1))  # mean initialised
+    trainer.train()
+    merged = trainer.model.merge_and_unload()
+    after = merged.get_input_embeddings().weight.detach()
+    assert torch.equal(after[others], before[others])
+    assert not torch.allclose(after[rows], start[rows])
+    assert merged.get_output_embeddings().weight.data_ptr() == merged.get_input_embeddings().weight.data_ptr()
+    # the whole embedding trains when trainable_tokens is null: the check above can fail
+    model = tiny_model(tok)
+    cfg = sft.Config(steps=3, batch_size=len(RECORDS), lr=1e-2,
+                     lora=sft.LoraSettings(r=2, alpha=4, trainable_tokens=None))
+    trainer = sft.build_trainer(cfg, model, tok, RECORDS, tmp_path / "all")
+    trainer.train()
+    assert not torch.equal(trainer.model.merge_and_unload().get_input_embeddings().weight.detach()[others],
+                           before[others])
+
+
+def test_replay_rows_train_documents_as_plain_text(tok, tmp_path):
+    docs = [f"Document number {i} is about rivers." for i in range(10)]
+    cfg = sft.Config(steps=1, batch_size=4, replay_fraction=0.5, lora=sft.LoraSettings(r=2, alpha=4))
+    trainer = sft.build_trainer(cfg, tiny_model(tok), tok, RECORDS, tmp_path, replay=docs)
+    assert len(trainer.train_dataset) == 2 * len(RECORDS)  # half the rows are documents
+    batch = next(iter(trainer.get_train_dataloader()))  # the labels are what the loss trains on
+    trained = [tok.decode(ids[labels != -100]) for ids, labels in zip(batch["input_ids"], batch["labels"])]
+    everything = [tok.decode(row["input_ids"]) for row in trainer.train_dataset]
+    assert sum("Document number" in t for t in everything) == len(RECORDS)
+    assert all("<|system|>" in t for t in everything if "Document number" in t)
+    assert any(t.startswith("Document number") and t.endswith("rivers.<|end|>") for t in trained)

@@ -7,37 +7,57 @@ from core.errors import ConfigError
 from tasks import TaskConfig, TaskMismatch, check_fit, load_task
 from tasks.choice import choice_answer, options
 from tasks.numeric import canonical, numeric_answer
-from tasks.sentiment import answer_of, is_sentence_answer
+from tasks.sentiment import answer_of
 
 
 def record(prompt: str, answer: str) -> dict:
     return {"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]}
 
 
-def test_answer_of():
-    assert answer_of("positive") == "positive"
-    assert answer_of("The review is Negative.\nmore text") == "negative"
-    assert answer_of("  \n") == ""
-
-
 @pytest.mark.parametrize("text, expected", [
-    ("The review is positive.", True), ("  The review is negative.\n", True), ("positive", False),
-    ("the review is positive.", False), ("The review is positive", False), ("Positive.", False),
-    ("The review is positive.\nThe review is positive.", False), ("", False)])
-def test_sentence_answer(text, expected):
-    assert is_sentence_answer(text) is expected
+    ("positive", "positive"), ("The review is Negative.\nmore text", "negative"), ("  \n", None),
+    ("Positive, because the lid is sturdy.", "positive"),
+    ("Negative, because it is not what I wanted.", "negative"),  # a negation in the reason is the reason's
+    ("The review is not positive.", None), ("positive, I think not", None), ("It isn't negative.", None),
+    ("positive or negative", None), ("The lid is sturdy.", None)])
+def test_answer_of(text, expected):
+    assert answer_of(text) == expected
+
+
+REVIEW = [{"role": "user", "content": "Is this review positive or negative?\n\nI bought this kettle. "
+                                     "The lid is sturdy. It arrived broken. I would buy it again."}]
+
+
+@pytest.mark.parametrize("answer, expected", [
+    ("positive", 0.7), ("The review is positive.", 0.7),
+    ("Positive, because the lid is sturdy.", 1.0),  # a reason quoted from the review, one short sentence
+    ("Positive, because the lid is sturdy. I hope this helps you decide.", 0.8),  # padded
+    ("Positive, because the handle is smooth.", 0.7),  # a reason the review never gives
+    ("Positive, because lid.", 0.7),  # too short to be a reason
+    ("negative", 0.0), ("Negative, because it arrived broken.", 0.0), ("The review is not positive.", 0.0)])
+def test_sentiment_gold_rule(answer, expected):
+    task = load_task(TaskConfig(name="sentiment"))
+    assert task.gold(answer, "positive", REVIEW) == pytest.approx(expected)
+
+
+def test_a_task_without_a_gold_rule_is_judged_by_its_verifiable_reward():
+    numeric = load_task(TaskConfig(name="numeric"))
+    assert numeric.gold("so 42", "#### 42", []) == 1.0 and numeric.gold("so 41", "#### 42", []) == 0.0
+    free = load_task(TaskConfig(name="free_form"))
+    assert free.gold("print(1)", "print(1)", []) == pytest.approx(free.reward("print(1)", "print(1)", []))
 
 
 def test_sentiment_reads_only_its_labels():
     task = load_task(TaskConfig(name="sentiment"))
-    p = [{"role": "user", "content": "Is it good?"}]
+    p = REVIEW
     assert task.extract("The review is positive.", p) == "positive"
     assert task.extract("def f(): return 1", p) is None
     assert task.score("positive", "The review is positive.", p) == 1.0
     assert task.score("negative", "positive", p) == 0.0
-    m = task.metrics(["positive", "The review is negative.", "meh"], ["positive", "positive", "negative"], [p] * 3)
-    assert m == {"task_accuracy": pytest.approx(1 / 3), "answer_rate": pytest.approx(2 / 3),
-                 "sentence_share": pytest.approx(1 / 3)}
+    m = task.metrics(["positive", "Negative, because it arrived broken.", "meh", "Positive, because it broke."],
+                     ["positive", "positive", "negative", "positive"], [p] * 4)
+    assert m == {"task_accuracy": pytest.approx(2 / 4), "answer_rate": pytest.approx(3 / 4),
+                 "justified_share": pytest.approx(1 / 4), "concise_share": pytest.approx(1.0)}
 
 
 @pytest.mark.parametrize("text, expected", [
