@@ -9,8 +9,8 @@ ppo:  the project's PPO trainer (core.ppo): policy and reference from SFT, value
 grpo: TRL's GRPOTrainer on the instruction prompts with verifiable rewards from the task (params `task`,
       tasks/), as nanochat does RL on GSM8K and DeepSeek-R1 with accuracy + format rewards: `correct` (the
       task's reward: 1 when the sampled answer is the reference's; a free-form task's chrF in [0, 1]) plus,
-      for a task with a format rule, `format_weight` x `format` (the demo's: one full sentence, the form the
-      preference data asks for); KL to the SFT model.
+      for a task with a format rule, `format_weight` x `format` (the demo's: one short sentence giving a
+      reason); KL to the SFT model. The task's gold score is logged per step as a reward of weight 0.
 """
 from __future__ import annotations
 
@@ -163,7 +163,7 @@ def task_rewards(task: Task) -> list:
         return [task.reward(t, ref, p) for t, ref, p in zip(_texts(completions), reference, prompts)]
 
     def format(completions: list, **_) -> list[float]:  # noqa: A001 (TRL logs rewards/<function name>)
-        """1.0 when the completion has the form the task asks for (sentiment: one full sentence)."""
+        """1.0 when the completion has the form the task asks for (sentiment: one short sentence giving a reason)."""
         return [float(bool(task.format_ok(t))) for t in _texts(completions)]
 
     return [correct, format] if task.format_ok("") is not None else [correct]

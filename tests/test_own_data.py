@@ -100,7 +100,7 @@ def test_rerun_with_the_fixes_gets_through_promote_with_a_numeric_task(project):
     for model in ("base", "domain", "sft", "aligned"):  # recomputed from the written answers, by numeric extraction
         want = sum(numeric_answer(s[model]) == numeric_answer(s["reference"]) for s in samples) / len(samples)
         assert ev[model]["task_accuracy"] == pytest.approx(want), model
-        assert "sentence_share" not in ev[model] and "bleu" not in ev[model]
+        assert "justified_share" not in ev[model] and "bleu" not in ev[model]
     assert all(numeric_answer(s["reference"]) is not None for s in samples)
     report = (root / "reports" / "report.md").read_text()
     assert "task `numeric`" in report and "sft task accuracy >= domain + 20 points" in report
