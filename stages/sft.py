@@ -190,13 +190,15 @@ def run(cfg: Config) -> dict:
     runtime.setup(cfg.seed)
     tokenizer = load_tokenizer(BASE)
     model = load_4bit(BASE, cfg) if cfg.quantization == "4bit" else load_causal_lm(BASE)
-    before = heldout_ppl(load_causal_lm(BASE), tokenizer, cfg.eval_seq_len, cfg.batch_size)
+    cfg.lora.check(model, "sft.lora")  # a config error before any data is read
     history = HistoryCallback("sft")
     records = read_jsonl(CLEAN / "instructions.train.jsonl")
     # replay what the base was last trained on: the general and the domain corpus, as the domain stage mixes them
     replay = [t for c in ("general", "domain") for t in read_texts(CLEAN / c / "train")] if cfg.replay_fraction else []
     trainer = build_trainer(cfg, model, tokenizer, records, WORK, [history, CheckpointLog("sft")], replay)
-    result = hf_trainers.train(trainer, "sft", WORK, hf_trainers.fingerprint(cfg, BASE, CLEAN / "instructions.train.jsonl"))
+    before = heldout_ppl(load_causal_lm(BASE), tokenizer, cfg.eval_seq_len, cfg.batch_size)
+    inputs = [CLEAN / "instructions.train.jsonl"] + [CLEAN / c / "train" for c in ("general", "domain") if replay]
+    result = hf_trainers.train(trainer, "sft", WORK, hf_trainers.fingerprint(cfg, BASE, *inputs))
     peft_model = trainer.model
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     if cfg.lora.trainable_tokens is not None:  # the saved embedding copy trains only the listed rows
