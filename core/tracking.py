@@ -163,6 +163,17 @@ def save_curves(history: list[dict], title: str, out_png: Path, keys: list[str],
         log_artifact(out_png, "plots")
 
 
+def save_figure(fig, out_png: Path) -> None:
+    """Write the figure atomically (a temporary file, then a rename) and close it."""
+    import matplotlib.pyplot as plt
+
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_png.with_name("." + out_png.name + ".tmp.png")
+    fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    os.replace(tmp, out_png)
+
+
 def plot_history(history: list[dict], title: str, out_png: Path, keys: list[str] | None = None) -> None:
     import matplotlib
 
@@ -180,11 +191,7 @@ def plot_history(history: list[dict], title: str, out_png: Path, keys: list[str]
         ax.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_png.with_name("." + out_png.name + ".tmp.png")
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    os.replace(tmp, out_png)
+    save_figure(fig, out_png)
 
 
 def plot_against(history: list[dict], x: str, ys: list[str], title: str, out_png: Path) -> None:
@@ -204,11 +211,7 @@ def plot_against(history: list[dict], x: str, ys: list[str], title: str, out_png
     ax.grid(alpha=0.3)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_png.with_name("." + out_png.name + ".tmp.png")
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    os.replace(tmp, out_png)
+    save_figure(fig, out_png)
     log_artifact(out_png, "plots")
 
 

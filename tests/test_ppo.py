@@ -109,22 +109,11 @@ def test_grpo_rewards_come_from_the_task():
 
 def test_ppo_step_with_a_value_head_and_a_lora_policy():
     from peft import get_peft_model
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     from core.hf_trainers import LoraSettings
     from core.ppo import PPOSettings, PPOTrainer, ValueHead
-    from stages import tokenizer as tokenizer_stage
 
-    tok = tokenizer_stage.build(["The review is positive.", "The review is negative."] * 50,
-                                tokenizer_stage.Config(vocab_size=300))
-    tok.padding_side = "left"
-
-    def model():
-        torch.manual_seed(0)
-        return LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1,
-                                            num_attention_heads=2, intermediate_size=64, tie_word_embeddings=True,
-                                            pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id))
-
+    tok, model = tiny_setup()
     lora = LoraSettings(r=2, alpha=4, modules_to_save=[])
     policy = get_peft_model(model(), lora.peft_config("CAUSAL_LM"))
     head = ValueHead(policy)
