@@ -3,13 +3,15 @@
 Beside the adapter only the chat tokens' embedding rows train (the embedding is a PEFT module to save, its
 other rows' gradients are zeroed; PEFT's trainable_token_indices would do the same, but TRL's fused LM head reads
 the base weight past its wrapper): training the whole tied embedding on answer-only loss, as this stage once did,
-raised held-out general perplexity x77 on the demo (restoring the other rows alone brought it back x8; the rest
-was the adapter's learning rate). metrics/sft.json reports held-out general and domain perplexity before and
+raised held-out general perplexity x77 on the demo (restoring the other rows alone brought it back to x8; the
+rest was the adapter drifting on everything that is not an answer, which replaying the corpora holds: x1.06).
+metrics/sft.json reports held-out general and domain perplexity before and
 after, so a recipe that breaks the language model shows here first.
 Saves the adapter (artifacts/sft/adapter) and the merged model (artifacts/sft, loads with from_pretrained).
 """
 from __future__ import annotations
 
+import random
 import shutil
 from pathlib import Path
 from typing import Literal
@@ -83,8 +85,6 @@ def replay_rows(texts: list[str], n: int, seed: int) -> list[dict]:
     """`n` documents as rows whose completion is the document (behind a fixed system turn: TRL needs a prompt):
     their tokens keep the language-model loss on the corpora the base learned while the adapter and chat rows
     learn the task (replay, as the domain stage does)."""
-    import random
-
     picks = random.Random(seed).sample(texts, min(n, len(texts)))
     return [{"prompt": [{"role": "system", "content": REPLAY_SYSTEM}],
              "completion": [{"role": "assistant", "content": t}]} for t in picks]
@@ -92,7 +92,7 @@ def replay_rows(texts: list[str], n: int, seed: int) -> list[dict]:
 
 def build_trainer(cfg: Config, model, tokenizer, records: list[dict], work_dir: Path, callbacks=(),
                   replay: list[str] = ()):
-    """TRL's SFTTrainer with the LoRA adapter: prompt/completion rows (plus replayed general documents), loss on
+    """TRL's SFTTrainer with the LoRA adapter: prompt/completion rows (plus replayed corpus documents), loss on
     the completion only."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
