@@ -225,13 +225,15 @@ def clause(sentence: str) -> str:
 
 
 def answer(rng: random.Random, positive: bool, form: str, agreeing: list[str], parts: list[str]) -> str:
-    """One answer in a form: bare label, sentence, justified (a reason quoted from the review), rambling (justified
-    and padded), ungrounded (a reason the review never gives)."""
+    """One answer in a form: bare label ('Positive.'), sentence, justified (a reason quoted from the review),
+    rambling (justified and padded), ungrounded (a reason the review never gives)."""
     label = "positive" if positive else "negative"
     if form == "bare":
-        return label
-    if form == "sentence" or (form in ("justified", "rambling") and not agreeing):
+        return f"{label.capitalize()}."
+    if form == "sentence":
         return f"The review is {label}."
+    if form in ("justified", "rambling") and not agreeing:  # no aspect to quote: the label alone
+        return f"{label.capitalize()}."
     if form == "ungrounded":
         part = rng.choice([p for p in PARTS if p not in parts])
         return f"{label.capitalize()}, because the {part} is {rng.choice(POS_ADJ if positive else NEG_ADJ)}."
@@ -285,12 +287,14 @@ def generate(out_dir: Path = SAMPLE_DIR, seed: int = 0, scale: float = 1.0) -> d
 
     dump(files["general"], [{"text": t} for t in noisy_corpus(rng, general)])
     dump(files["domain"], [{"text": t} for t in noisy_corpus(rng, domain)])
-    # SFT answers mostly with a bare label or a sentence, a few with a quoted reason; LABEL_NOISE of the labels
-    # are wrong (so no model can reach accuracy 1.0 on held-out data)
+    # SFT answers open with the label: mostly the bare label, some with a quoted reason, some padded; so the SFT
+    # model says the label first (measured: with "The review is ..." as a third of the answers, the label after
+    # "The" was learned at 0.59 in 300 steps; label-first, 0.9) and gives a reason only sometimes, which the
+    # preferences then ask for. LABEL_NOISE of the labels are wrong (no model reaches accuracy 1.0 on held-out data)
     rows = []
     for text, positive, agreeing, parts in instr:
         shown = positive if rng.random() >= LABEL_NOISE else not positive
-        form = rng.choices(["bare", "sentence", "justified"], weights=[0.55, 0.3, 0.15])[0]
+        form = rng.choices(["bare", "justified", "rambling"], weights=[0.6, 0.25, 0.15])[0]
         rows.append({"instruction": rng.choice(QUESTIONS), "input": text,
                      "output": answer(rng, shown, form, agreeing if shown == positive else [], parts)})
     dump(files["instructions"], rows)

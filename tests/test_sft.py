@@ -63,7 +63,8 @@ def test_only_the_chat_rows_of_the_embedding_train(tok, tmp_path):
     (mean-initialised first) moved, and the adapter learned."""
     model = tiny_model(tok)
     before = model.get_input_embeddings().weight.detach().clone()
-    cfg = sft.Config(steps=3, batch_size=len(RECORDS), lr=1e-2, lora=sft.LoraSettings(r=2, alpha=4))
+    cfg = sft.Config(steps=3, batch_size=len(RECORDS), lr=1e-2,
+                     lora=sft.LoraSettings(r=2, alpha=4, trainable_tokens=sft.CHAT_TOKENS))
     trainer = sft.build_trainer(cfg, model, tok, RECORDS, tmp_path)
     rows = sft.token_rows(tok, sft.CHAT_TOKENS)
     start = trainer.model.get_input_embeddings().weight.detach().clone()
@@ -76,10 +77,9 @@ def test_only_the_chat_rows_of_the_embedding_train(tok, tmp_path):
     assert torch.equal(after[others], before[others])
     assert not torch.allclose(after[rows], start[rows])
     assert merged.get_output_embeddings().weight.data_ptr() == merged.get_input_embeddings().weight.data_ptr()
-    # the whole embedding trains when trainable_tokens is null: the check above can fail
+    # the whole embedding trains when trainable_tokens is null (the default): the check above can fail
     model = tiny_model(tok)
-    cfg = sft.Config(steps=3, batch_size=len(RECORDS), lr=1e-2,
-                     lora=sft.LoraSettings(r=2, alpha=4, trainable_tokens=None))
+    cfg = sft.Config(steps=3, batch_size=len(RECORDS), lr=1e-2, lora=sft.LoraSettings(r=2, alpha=4))
     trainer = sft.build_trainer(cfg, model, tok, RECORDS, tmp_path / "all")
     trainer.train()
     assert not torch.equal(trainer.model.merge_and_unload().get_input_embeddings().weight.detach()[others],
