@@ -208,6 +208,10 @@ def _git_commit() -> str:
 
 
 def run_pipeline(overrides: list[str] | None = None, targets: list[str] | None = None) -> dict:
+    for required in (params_path(), Path("dvc.yaml")):  # before the flow starts a Prefect server
+        if not required.is_file():
+            raise ConfigError(f"{required} not found in {Path.cwd()}: run lifecycle from the project's root, the "
+                              f"folder that holds dvc.yaml and params.yaml")
     return lifecycle(overrides=overrides or [], targets=targets or [])
 
 
