@@ -228,12 +228,10 @@ def answer(rng: random.Random, positive: bool, form: str, agreeing: list[str], p
     """One answer in a form: bare label ('Positive.'), sentence, justified (a reason quoted from the review),
     rambling (justified and padded), ungrounded (a reason the review never gives)."""
     label = "positive" if positive else "negative"
-    if form == "bare":
+    if form == "bare" or (form in ("justified", "rambling") and not agreeing):  # nothing to quote: the label
         return f"{label.capitalize()}."
     if form == "sentence":
         return f"The review is {label}."
-    if form in ("justified", "rambling") and not agreeing:  # no aspect to quote: the label alone
-        return f"{label.capitalize()}."
     if form == "ungrounded":
         part = rng.choice([p for p in PARTS if p not in parts])
         return f"{label.capitalize()}, because the {part} is {rng.choice(POS_ADJ if positive else NEG_ADJ)}."
@@ -289,7 +287,7 @@ def generate(out_dir: Path = SAMPLE_DIR, seed: int = 0, scale: float = 1.0) -> d
     dump(files["domain"], [{"text": t} for t in noisy_corpus(rng, domain)])
     # SFT answers open with the label: mostly the bare label, some with a quoted reason, some padded; so the SFT
     # model says the label first (measured: with "The review is ..." as a third of the answers, the label after
-    # "The" was learned at 0.59 in 300 steps; label-first, 0.9) and gives a reason only sometimes, which the
+    # "The" was learned at 0.59 in 300 steps; label-first, 0.87) and gives a reason only sometimes, which the
     # preferences then ask for. LABEL_NOISE of the labels are wrong (no model reaches accuracy 1.0 on held-out data)
     rows = []
     for text, positive, agreeing, parts in instr:

@@ -33,3 +33,18 @@ def test_stage_deps_cover_the_code_it_runs(stage):
     code = {f"stages/{stage}.py"} | core_modules(ROOT / "stages" / f"{stage}.py", set())
     missing = sorted(code - set(STAGES[stage]["deps"]))
     assert not missing, f"dvc.yaml stage '{stage}' imports {missing} but does not list them in deps"
+
+
+def test_bytecode_is_not_part_of_a_directory_dependency():
+    """tasks/ is a directory dependency: the __pycache__ any import writes into it must not make the stages that
+    depend on it stale (it did: running the tests made reward, align and evaluate rerun)."""
+    import subprocess
+    import sys
+
+    for path in ("tasks/__pycache__/sentiment.cpython-311.pyc", "tasks/stray.pyc"):
+        proc = subprocess.run([sys.executable, "-m", "dvc", "check-ignore", path], cwd=ROOT, capture_output=True,
+                              text=True)
+        assert proc.returncode == 0, (path, proc.stdout, proc.stderr)
+    kept = subprocess.run([sys.executable, "-m", "dvc", "check-ignore", "tasks/sentiment.py"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert kept.returncode == 1, kept.stdout  # the sources stay a dependency
