@@ -14,14 +14,6 @@ def _quiet_defaults() -> None:
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 
 
-def stop_prefect_server() -> None:
-    """Stop the flow's temporary Prefect server now rather than at exit: what it prints while stopping (at times a
-    traceback of a cancelled database call, seen under load) then comes before the error, which stays last."""
-    server = sys.modules.get("prefect.server.api.server")  # imported only when the flow started one
-    if server is not None:
-        server.SubprocessASGIServer().stop()
-
-
 def main(argv: list[str] | None = None) -> None:
     _quiet_defaults()
     ap = argparse.ArgumentParser(prog="lifecycle", description="LLM lifecycle pipeline (Prefect + DVC + MLflow)")
@@ -124,7 +116,6 @@ def main(argv: list[str] | None = None) -> None:
         import logging
 
         logging.getLogger("prefect").setLevel(logging.WARNING)  # the error (and its fix) stays the last thing printed
-        stop_prefect_server()
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
 
