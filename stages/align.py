@@ -70,6 +70,8 @@ class GRPOSettings(StageConfig):
     gradient_checkpointing: bool = Field(False, description="recompute activations: less memory, slower steps")
     format_weight: float = Field(0.5, ge=0, description=(
         "weight of the task's format reward, for a task that has a format rule (0: correctness only)"))
+    reward_model_weight: float = Field(0.0, ge=0, description=(
+        "weight of the reward stage's model as a further reward (the learned proxy beside the verifiable ones)"))
     checkpoint_every: int = Field(0, ge=0, description="save a resumable checkpoint every N steps (0: none)")
 
 
@@ -178,6 +180,22 @@ def gold_reward(task: Task):
     return gold
 
 
+def proxy_reward(tokenizer):
+    """The reward stage's model as a GRPO reward function (scored as PPO and evaluate score it)."""
+    from transformers import AutoModelForSequenceClassification
+
+    require_same_tokenizer(tokenizer, REWARD, "reward model")
+    model = load_pretrained(AutoModelForSequenceClassification, REWARD, "reward model").eval()
+    model.requires_grad_(False)
+    disable_dropout(model)
+
+    def proxy(prompts: list, completions: list, **_) -> list[float]:
+        with torch.no_grad():
+            return reward_scores(model, tokenizer, prompts, _texts(completions))
+
+    return proxy
+
+
 def run_grpo(cfg: Config, tokenizer) -> tuple[torch.nn.Module, list[dict]]:
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
@@ -192,8 +210,12 @@ def run_grpo(cfg: Config, tokenizer) -> tuple[torch.nn.Module, list[dict]]:
     ds = Dataset.from_list([{"prompt": task.prompt(r), "reference": task.reference(r)} for r in records])
     rewards = task_rewards(task)
     rewards = rewards if len(rewards) == 2 and g.format_weight else rewards[:1]
-    weights = [1.0, g.format_weight][: len(rewards)] + [0.0]
+    weights = [1.0, g.format_weight][: len(rewards)]
+    if g.reward_model_weight:
+        rewards.append(proxy_reward(tokenizer))
+        weights.append(g.reward_model_weight)
     rewards.append(gold_reward(task))
+    weights.append(0.0)
     args = GRPOConfig(**common_args(WORK, cfg.seed, g.steps, g.batch_size, g.lr, g.warmup_ratio, g.log_every,
                                   g.gradient_checkpointing, g.checkpoint_every),
                       num_generations=g.num_generations, max_completion_length=g.max_completion_length,
@@ -219,7 +241,8 @@ def run(cfg: Config) -> dict:
         keys = ["loss", "rewards/margins", "rewards/accuracies"]
     elif cfg.method == "grpo":
         model, history = run_grpo(cfg, tokenizer)
-        keys = ["reward", "rewards/correct/mean", "rewards/format/mean", "rewards/gold/mean", "kl"]
+        keys = ["reward", "rewards/correct/mean", "rewards/format/mean", "rewards/proxy/mean", "rewards/gold/mean",
+                "kl"]
     else:
         model, history = run_ppo(cfg, tokenizer, dev)
         keys = ["objective/scores", "objective/gold", "objective/kl", "objective/entropy"]
@@ -233,6 +256,7 @@ def run(cfg: Config) -> dict:
     if cfg.method == "grpo":
         has_format = load_task(cfg.task).format_ok("") is not None
         metrics["format_weight"] = cfg.grpo.format_weight if has_format else 0.0
+        metrics["reward_model_weight"] = cfg.grpo.reward_model_weight
     tracking.save_curves(history, f"align ({cfg.method})", PLOT_PNG, keys, PLOT_DATA)
     write_json(METRICS, metrics)
     return metrics

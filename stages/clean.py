@@ -257,7 +257,8 @@ def normalize(text: str, fix: bool = False) -> str:
 
         text = ftfy.fix_text(text, normalization="NFKC")
     text = unicodedata.normalize("NFKC", text)
-    text = "".join(c for c in text if c in "\n\t" or unicodedata.category(c)[0] != "C")
+    if not text.replace("\n", "").replace("\t", "").isprintable():  # the common case has no control character
+        text = "".join(c for c in text if c in "\n\t" or unicodedata.category(c)[0] != "C")
     lines = [re.sub(r"[ \t]+", " ", line).strip() for line in text.splitlines()]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 

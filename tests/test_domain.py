@@ -74,3 +74,20 @@ def test_token_blocks_and_the_step_seeded_shuffle(tmp_path):
     assert sorted(epoch0[:5].tolist()) == list(range(5))  # every block once per epoch
     assert sampler.indices(3).tolist() == Sampler(5, 2, 3).indices(3).tolist()  # a pure function of the step
     assert epoch0[:5].tolist() != epoch0[5:].tolist()  # the next epoch is another order
+
+
+def test_tokenizing_through_worker_processes_gives_the_same_ids(tmp_path):
+    """The pool (used past POOL_MIN_CHARS) and this process encode identically and in order."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from core.tokens import encode_parallel
+
+    texts = [f"review {i}: the lid is {'sturdy' if i % 3 else 'flimsy'} and it cost {i} pounds" for i in range(50)]
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel()
+    bpe.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>"]))
+    PreTrainedTokenizerFast(tokenizer_object=bpe).save_pretrained(tmp_path)
+    here = list(encode_parallel(str(tmp_path), texts, workers=1))
+    pooled = list(encode_parallel(str(tmp_path), texts, workers=2, chunk=7, pool_min_chars=0))
+    assert len(here) == 50 and pooled == here and here[0] != here[1]

@@ -146,12 +146,15 @@ def test_bad_override_fails_cleanly(project):
 
 def test_grpo_runs_with_the_verifiable_reward(project):
     root, _ = project
-    lifecycle(root, "run", "--set", "align.method=grpo")
+    lifecycle(root, "run", "--set", "align.method=grpo", "--set", "align.grpo.reward_model_weight=0.25")
     align = json.loads((root / "metrics" / "align.json").read_text())
     assert align["method"] == "grpo"
-    assert {"reward", "kl", "rewards/correct/mean", "rewards/format/mean", "completions/mean_length"} <= set(align)
+    assert {"reward", "kl", "rewards/correct/mean", "rewards/format/mean", "rewards/proxy/mean",
+            "rewards/gold/mean", "completions/mean_length"} <= set(align)
     assert align["format_weight"] == 0.5
-    assert 0.0 <= align["reward"] <= 1.5
+    # the optimised reward is correct + 0.5 x format + 0.25 x the reward model; gold is logged, weight 0
+    assert align["reward"] == pytest.approx(align["rewards/correct/mean"] + 0.5 * align["rewards/format/mean"]
+                                            + 0.25 * align["rewards/proxy/mean"], abs=1e-4)
     rows = json.loads((root / "plots" / "align.json").read_text())
     assert [r["step"] for r in rows] == [1, 2]
 
