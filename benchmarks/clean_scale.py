@@ -53,21 +53,22 @@ def clean_one(spec: str, out: Path, **overrides) -> dict:
     """Passes 1-7 of the clean stage on one corpus, decontaminated against its own held-out documents."""
     import numpy as np
 
-    from stages.clean import Runner, corpus_metrics, dedup_corpus, filter_corpus, write_corpus
+    from core.cleaning.runner import Runner, corpus_metrics
+    from stages.clean import dedup_corpus, filter_corpus, write_corpus
 
     cfg = stage_config(spec, **overrides)
     shutil.rmtree(out, ignore_errors=True)
     work = out / ".work"
     runner = Runner(cfg.executor, work)
     stats, tasks = filter_corpus("general", cfg.data.general, cfg, work, runner)
-    m = dedup_corpus("general", cfg, work, runner, tasks)
+    found, fraction = dedup_corpus("general", cfg, work, runner, tasks)
     ngrams = None
     if cfg.decontamination.enabled:
         arrays = [np.load(p) for p in sorted((work / "general" / "eval_ngrams").glob("*.npy"))]
         ngrams = work / "eval_ngrams.npy"
         np.save(ngrams, np.unique(np.concatenate(arrays)) if arrays else np.zeros(0, dtype=np.uint64))
-    stats.update(m["stats"])
-    stats.update(write_corpus("general", cfg, work, out, ngrams, tasks, runner, m["heldout_fraction"]))
+    stats.update(found)
+    stats.update(write_corpus("general", cfg, work, out, ngrams, tasks, runner, fraction))
     return corpus_metrics(stats, [])
 
 

@@ -1,4 +1,4 @@
-"""Cleaning throughput: datatrove's four heuristic filters against core.quality's fast drop-in versions.
+"""Cleaning throughput: datatrove's four heuristic filters against core.cleaning.quality's fast drop-in versions.
 
 Both pipelines read the same generated web-crawl-like JSONL shards and run under datatrove's
 LocalPipelineExecutor; each runs in its own fresh subprocess so that its peak memory (RSS summed over the
@@ -62,7 +62,7 @@ def build_pipeline(kind: str, corpus_dir: Path, run_dir: Path) -> list:
     from datatrove.pipeline.readers import JsonlReader
     from datatrove.pipeline.writers import JsonlWriter
 
-    from core.quality import (FastC4QualityFilter, FastFineWebQualityFilter, FastGopherQualityFilter,
+    from core.cleaning.quality import (FastC4QualityFilter, FastFineWebQualityFilter, FastGopherQualityFilter,
                               FastGopherRepetitionFilter)
 
     classes = {

@@ -40,6 +40,16 @@ def is_hf_dataset_dir(path: Path) -> bool:
                               or (path / "state.json").exists())
 
 
+def n_input_files(path: str) -> int:
+    """Input files of a corpus at `path` (a saved or hub HF dataset counts as one)."""
+    if path.startswith("hf://") or is_hf_dataset_dir(Path(path)):
+        return 1
+    folder, pattern = split_spec(path)
+    if pattern is None:
+        return sum(1 for p in Path(folder).rglob("*") if p.is_file() and not p.name.startswith("."))
+    return sum(1 for p in Path(folder).glob(pattern) if p.is_file())
+
+
 def split_spec(spec: str) -> tuple[str, str | None]:
     """(data folder, glob pattern) for an input given as a file, a directory or a glob."""
     path = Path(spec)

@@ -10,6 +10,10 @@ from core.errors import InputError
 from core.io import read_texts
 from core.readers import CorpusReader
 from pipelines import sample_data
+from core.cleaning import steps
+from core.cleaning import text as ctext
+from core.cleaning.guards import WEB_FILTERS
+from core.cleaning.runner import Runner
 from stages import clean
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,53 +27,53 @@ GOOD = "The town is known for its old bridges and the market that opens with the
 
 
 def test_normalize_repairs_and_keeps_paragraphs():
-    assert clean.normalize("ﬁne  café\u200b\x07 text \n\n\n\n next ") == "fine café text\n\nnext"
+    assert ctext.normalize("ﬁne  café\u200b\x07 text \n\n\n\n next ") == "fine café text\n\nnext"
     # ftfy repairs mojibake (UTF-8 read as Latin-1)
-    assert clean.normalize("cafÃ© crÃ¨me", fix=True) == "café crème"
+    assert ctext.normalize("cafÃ© crÃ¨me", fix=True) == "café crème"
 
 
 def test_html_documents_become_text():
     html = ("<html><head><title>t</title><script>var x = 1;</script></head><body><nav>Home | About</nav>"
             "<article><p>" + GOOD + "</p><p>" + GOOD.replace("town", "city") + "</p></article></body></html>")
     doc = Document(text=html, id="1")
-    assert clean.Normalize(fix_text=True, html=True).filter(doc) is True
+    assert steps.Normalize(fix_text=True, html=True).filter(doc) is True
     assert "<" not in doc.text and "var x" not in doc.text and "old bridges" in doc.text
 
 
 def test_boilerplate_lines():
     doc = Document(text="Home | Contact\nReal text here.\nAccept all cookies", id="1")
-    assert clean.BoilerplateLines(["cookie", "home |"]).filter(doc) is True
+    assert steps.BoilerplateLines(["cookie", "home |"]).filter(doc) is True
     assert doc.text == "Real text here."
-    assert clean.BoilerplateLines(["cookie"]).filter(Document(text="Accept cookies", id="2")) == (False,
+    assert steps.BoilerplateLines(["cookie"]).filter(Document(text="Accept cookies", id="2")) == (False,
                                                                                                  "boilerplate_only")
 
 
 def test_pii_redaction():
-    text, n = clean.redact_pii("Mail ann.lee@example.com or call 555-123-4567; host 192.168.1.20 version 1.2.3")
+    text, n = ctext.redact_pii("Mail ann.lee@example.com or call 555-123-4567; host 192.168.1.20 version 1.2.3")
     assert text == "Mail <EMAIL> or call <PHONE>; host <IP> version 1.2.3"
     assert n == 3
-    text, n = clean.redact_pii("Call +1 (555) 123-4567 or 10.0.0.7, not 999.1.1.1 or 2024-01-15.")
+    text, n = ctext.redact_pii("Call +1 (555) 123-4567 or 10.0.0.7, not 999.1.1.1 or 2024-01-15.")
     assert text == "Call <PHONE> or <IP>, not 999.1.1.1 or 2024-01-15." and n == 2
 
 
 def test_language_filter():
-    lang = clean.LanguageFilter(["en"], 0.65)
+    lang = steps.LanguageFilter(["en"], 0.65)
     assert lang.filter(Document(text=GOOD, id="1")) is True
     assert lang.filter(Document(text="Die Stadt liegt am Fluss und ist für ihre alten Brücken bekannt.",
                                 id="2")) == (False, "language")
 
 
 def test_decontamination_ngrams():
-    a = clean.ngram_hashes("One two three four five six", 3)
-    b = clean.ngram_hashes("zero ONE two, three! seven", 3)
+    a = ctext.ngram_hashes("One two three four five six", 3)
+    b = ctext.ngram_hashes("zero ONE two, three! seven", 3)
     assert len(a) == 4 and len(set(a) & set(b)) == 1  # "one two three", case and punctuation ignored
-    assert len(clean.ngram_hashes("short text", 13)) == 1  # a text shorter than n is one n-gram
+    assert len(ctext.ngram_hashes("short text", 13)) == 1  # a text shorter than n is one n-gram
 
 
 def test_split_is_stable_and_roughly_sized():
     keys = [f"doc {i}" for i in range(2000)]
-    held = [k for k in keys if clean.is_heldout(k, 0.1, 0)]
-    assert held == [k for k in keys if clean.is_heldout(k, 0.1, 0)]
+    held = [k for k in keys if ctext.is_heldout(k, 0.1, 0)]
+    assert held == [k for k in keys if ctext.is_heldout(k, 0.1, 0)]
     assert 150 < len(held) < 250
 
 
@@ -196,7 +200,7 @@ def test_clean_finds_planted_problems(cleaned):
     assert m["general"]["preset"] == "web" and m["domain"]["preset"] == "curated"
     assert m["general"]["dropped"]["language"]["language"] > 0
     assert m["general"]["dropped"]["boilerplate"]["boilerplate_only"] > 0
-    assert set(m["domain"]["dropped"]) & set(clean.WEB_FILTERS) == set()
+    assert set(m["domain"]["dropped"]) & set(WEB_FILTERS) == set()
     assert m["domain"]["dropped"]["sanity"]["too_few_words"] > 0  # the planted junk ("ok", "lol", random strings)
     for corpus in ("general", "domain"):  # each filter's share of the documents read
         c = m[corpus]
@@ -237,14 +241,14 @@ def test_no_training_document_shares_an_ngram_with_an_eval_set(cleaned):
     evals = set()
     for corpus in ("general", "domain"):
         for t in read_texts(out / corpus / "heldout"):
-            evals |= set(clean.ngram_hashes(t, n).tolist())
+            evals |= set(ctext.ngram_hashes(t, n).tolist())
     for name in ("instructions", "preferences"):
         for line in (out / f"{name}.heldout.jsonl").read_text().splitlines():
             r = json.loads(line)
-            evals |= set(clean.ngram_hashes(clean.task_key(r.get("messages") or r["prompt"]), n).tolist())
+            evals |= set(ctext.ngram_hashes(ctext.task_key(r.get("messages") or r["prompt"]), n).tolist())
     for corpus in ("general", "domain"):
         for t in read_texts(out / corpus / "train"):
-            assert not set(clean.ngram_hashes(t, n).tolist()) & evals
+            assert not set(ctext.ngram_hashes(t, n).tolist()) & evals
     # instruction/preference training records never contain a held-out task's subject
     heldout_keys, train_paragraphs = set(), set()
     for name in ("instructions", "preferences"):
@@ -252,9 +256,9 @@ def test_no_training_document_shares_an_ngram_with_an_eval_set(cleaned):
             for line in (out / f"{name}.{split}.jsonl").read_text().splitlines():
                 r = json.loads(line)
                 if split == "heldout":
-                    heldout_keys.add(clean.task_key(r.get("messages") or r["prompt"]))
+                    heldout_keys.add(ctext.task_key(r.get("messages") or r["prompt"]))
                 else:
-                    train_paragraphs |= clean.paragraphs(clean.record_text(r))
+                    train_paragraphs |= ctext.paragraphs(ctext.record_text(r))
     assert heldout_keys and train_paragraphs and not heldout_keys & train_paragraphs
 
 
@@ -300,10 +304,10 @@ def test_minhash_dedup_finds_planted_near_duplicates_and_keeps_related_documents
         "language": off, "gopher_repetition": off, "gopher_quality": off, "c4": off, "fineweb": off,
         "decontamination": off, "executor": {"workers": 1}})
     work = tmp_path / "work"
-    runner = clean.Runner(c.executor, work)
+    runner = Runner(c.executor, work)
     _, tasks = clean.filter_corpus("general", c.data.general, c, work, runner)
-    m = clean.dedup_corpus("general", c, work, runner, tasks)
-    clean.write_corpus("general", c, work, tmp_path / "out", None, tasks, runner, m["heldout_fraction"])
+    _, fraction = clean.dedup_corpus("general", c, work, runner, tasks)
+    clean.write_corpus("general", c, work, tmp_path / "out", None, tasks, runner, fraction)
     kept = {int(i) for f in (tmp_path / "out" / "general").rglob("*.parquet")
             for i in pq.read_table(f, columns=["id"]).column("id").to_pylist()}
     members: dict[int, list[int]] = {}
@@ -321,7 +325,7 @@ def test_fast_words_match_datatrove_word_splitter():
     from datatrove.utils.text import split_into_sentences, split_into_words
 
     text = "It's a well-known fact, e.g. in the U.S., that prices rose 2,000%... Really? Yes!\n\nNew para."
-    words = clean.FastWords("en")
+    words = steps.FastWords("en")
     assert words.word_tokenize(text) == split_into_words(text, "en")
     assert len(words.sent_tokenize(text)) == len(split_into_sentences(text, "en")) > 1
 

@@ -1,4 +1,4 @@
-"""core.quality's fast filters against datatrove's: every drop reason on a hand-made document, and identical
+"""core.cleaning.quality's fast filters against datatrove's: every drop reason on a hand-made document, and identical
 results (decision, reason, rewritten text) on tricky texts and on generated web documents.
 
 Each hand-made case asserts its reason from datatrove's filter too, so a case is known to test what it claims.
@@ -10,7 +10,7 @@ from datatrove.data import Document
 from datatrove.pipeline.filters import (C4QualityFilter, FineWebQualityFilter, GopherQualityFilter,
                                         GopherRepetitionFilter)
 
-from core.quality import (FastC4QualityFilter, FastFineWebQualityFilter, FastGopherQualityFilter,
+from core.cleaning.quality import (FastC4QualityFilter, FastFineWebQualityFilter, FastGopherQualityFilter,
                           FastGopherRepetitionFilter)
 from pipelines.web_corpus import documents
 
