@@ -109,6 +109,7 @@ def run_child(kind: str, steps: int) -> dict:
     from datasets import Dataset
 
     from core import runtime
+    from core.hf_trainers import StageLog, to_trl_pairs
     from core.lm import load_causal_lm, load_tokenizer
 
     runtime.setup(0)
@@ -121,10 +122,8 @@ def run_child(kind: str, steps: int) -> dict:
         model = load_causal_lm(WORK / "policy")
         cfg = sft.Config(steps=steps, batch_size=BATCH, lr=LR, max_length=MAX_LENGTH, log_every=1)
         if who == "ours":
-            from core.hf_trainers import HistoryCallback
-
             trainer = sft.build_trainer(cfg, model, tok, records("instructions"), WORK / "out-sft",
-                                        [HistoryCallback("sft"), timer])
+                                        [StageLog("sft"), timer])
         else:  # bare; bareckpt: with TRL's default gradient checkpointing
             from trl import SFTConfig, SFTTrainer
 
@@ -140,10 +139,8 @@ def run_child(kind: str, steps: int) -> dict:
 
         cfg = reward.Config(steps=steps, batch_size=BATCH, lr=LR, max_length=MAX_LENGTH, log_every=1)
         if who == "ours":
-            from core.hf_trainers import HistoryCallback
-
             model, trainer = reward.build_trainer(cfg, WORK / "policy", tok, records("preferences"),
-                                                  WORK / "out-reward", [HistoryCallback("reward"), timer])
+                                                  WORK / "out-reward", [StageLog("reward"), timer])
         else:
             from transformers import AutoModelForSequenceClassification
             from trl import RewardConfig, RewardTrainer
@@ -152,7 +149,7 @@ def run_child(kind: str, steps: int) -> dict:
             model = AutoModelForSequenceClassification.from_pretrained(WORK / "policy", num_labels=1)
             model.config.pad_token_id = tok.pad_token_id
             trainer = RewardTrainer(model=model, args=RewardConfig(**bare_args(kind, steps)),
-                                    train_dataset=Dataset.from_list(reward.to_trl(records("preferences"))),
+                                    train_dataset=Dataset.from_list(to_trl_pairs(records("preferences"))),
                                     processing_class=tok, callbacks=[timer])
         trainer.train()
     elif task == "dpo":
@@ -160,17 +157,15 @@ def run_child(kind: str, steps: int) -> dict:
 
         d = align.DPOSettings(steps=steps, batch_size=BATCH, lr=LR, max_length=MAX_LENGTH, log_every=1)
         if who == "ours":
-            from core.hf_trainers import HistoryCallback
-
             trainer = align.build_dpo_trainer(d, 0, WORK / "policy", tok, records("preferences"), WORK / "out-dpo",
-                                              [HistoryCallback("align"), timer])
+                                              [StageLog("align"), timer])
         else:
             from trl import DPOConfig, DPOTrainer
 
             tok.padding_side = "right"
             trainer = DPOTrainer(model=load_causal_lm(WORK / "policy"), ref_model=load_causal_lm(WORK / "policy"),
                                  args=DPOConfig(**bare_args(kind, steps)),
-                                 train_dataset=Dataset.from_list(align.to_trl_pairs(records("preferences"))),
+                                 train_dataset=Dataset.from_list(to_trl_pairs(records("preferences"))),
                                  processing_class=tok, callbacks=[timer])
         trainer.train()
     elif task == "ppo":

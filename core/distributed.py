@@ -17,6 +17,8 @@ from typing import Iterator, Literal
 
 import torch
 
+from core.process import die_with_parent
+
 Strategy = Literal["ddp", "fsdp"]
 
 
@@ -47,21 +49,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def die_with_parent() -> None:
-    """Have the kernel kill this process when its parent dies (Linux), so killing a stage also stops the
-    launcher and every rank: none keeps training, or writes outputs, as an orphan."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 def launch(stage: str, processes: int) -> int:
     """Run `python -m stages.<stage>` as `processes` ranks under `accelerate launch`; return its exit code."""
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            "--main_process_ip", "127.0.0.1", "--main_process_port", str(_free_port()), "-m", f"stages.{stage}"]
-    return subprocess.call(cmd, preexec_fn=die_with_parent)
+    # killing the stage kills the launcher and so every rank: none keeps training, or writes outputs, as an orphan
+    return subprocess.call(cmd, preexec_fn=lambda: die_with_parent(signal.SIGKILL))
 
 
 def init() -> None:

@@ -69,6 +69,12 @@ class InputSpec(StageConfig):
 _MISSING = object()
 
 
+def is_hf_dataset_dir(path: Path) -> bool:
+    """A folder written by datasets' save_to_disk: a Dataset (state.json, dataset_info.json) or a DatasetDict."""
+    return path.is_dir() and any((path / name).exists() for name in ("dataset_info.json", "dataset_dict.json",
+                                                                      "state.json"))
+
+
 def _field(row: dict, name: str) -> object:
     """row['a']['b'] for 'a.b' (a key holding the dot itself wins)."""
     if name in row:
@@ -107,10 +113,6 @@ def map_fields(row: dict, fields: dict, kind: str, where: str) -> dict:
 
 
 # --------------------------------------------------------------------------- raw records
-def _is_hf_dataset_dir(path: Path) -> bool:
-    return path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists())
-
-
 def _read_json_file(path: Path) -> Iterator[tuple[str, dict]]:
     """Yield (location, row) from .json (array or object of rows) or .jsonl, either also gzipped (.gz)."""
     compressed = path.suffix.lower() == ".gz"
@@ -197,7 +199,7 @@ def iter_rows(spec: str | Path | InputSpec) -> Iterator[tuple[str, dict]]:
     path = Path(spec_str)
     if not path.exists():
         raise InputError(f"{path}: input not found")
-    if _is_hf_dataset_dir(path):
+    if is_hf_dataset_dir(path):
         yield from _read_hf_dataset(spec_str, subset, split)
         return
     if path.is_dir():

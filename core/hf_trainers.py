@@ -1,9 +1,11 @@
-"""Glue for transformers/TRL/PEFT: device-aware common arguments, LoRA settings, a metrics-history callback."""
+"""Glue for transformers/TRL/PEFT: the TRL stages' shared settings and arguments, LoRA settings, the logging
+callback, resumable training and the model folder every stage ends with."""
 from __future__ import annotations
 
 import json
 import shutil
 from pathlib import Path
+from typing import Callable
 
 import torch
 from pydantic import Field
@@ -12,6 +14,7 @@ from transformers import TrainerCallback
 from core import tracking
 from core.config import StageConfig
 from core.errors import ConfigError, LifecycleError
+from core.io import atomic_dir
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -39,29 +42,46 @@ class LoraSettings(StageConfig):
                               f"(linear layers here: {sorted(n for n in names if n.endswith('proj'))})")
 
 
-def common_args(output_dir: Path, seed: int, steps: int, batch_size: int, lr: float, warmup_ratio: float,
-                log_every: int, gradient_checkpointing: bool = False, checkpoint_every: int = 0) -> dict:
-    """Arguments every TRL config in the project shares. bf16 only on a GPU that supports it. TRL turns
-    gradient checkpointing on by default; it only trades time for memory, so it is a per-stage choice here,
-    off by default (benchmarks/results/align.json measures the difference). `checkpoint_every` > 0 saves a
-    resumable checkpoint (weights, optimizer, scheduler, RNG states) every so many steps, the last two kept."""
-    gpu = torch.cuda.is_available()
-    return dict(
-        output_dir=str(output_dir), seed=seed, data_seed=seed, max_steps=steps, per_device_train_batch_size=batch_size,
-        learning_rate=lr, lr_scheduler_type="cosine", warmup_steps=max(1, int(warmup_ratio * steps)),
-        logging_steps=log_every, save_strategy="steps" if checkpoint_every else "no",
-        save_steps=checkpoint_every or steps, save_total_limit=2, report_to="none", use_cpu=not gpu,
-        bf16=gpu and torch.cuda.is_bf16_supported(), dataloader_num_workers=0, disable_tqdm=False,
-        max_grad_norm=1.0, gradient_checkpointing=gradient_checkpointing,
-    )
+class TrainerSettings(StageConfig):
+    """The training knobs every TRL stage (sft, reward, align.dpo, align.grpo) shares; each stage's class sets its
+    own defaults where TRL's differ by method (lr, warmup)."""
+    steps: int = Field(gt=0)
+    batch_size: int = Field(16, gt=0)
+    lr: float = Field(gt=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    log_every: int = Field(10, gt=0)
+    gradient_checkpointing: bool = Field(False, description="recompute activations: less memory, slower steps")
+    checkpoint_every: int = Field(0, ge=0, description="save a resumable checkpoint every N steps (0: none)")
+
+    def trl_args(self, output_dir: Path, seed: int) -> dict:
+        """Arguments for a TRL config. bf16 only on a GPU that supports it. TRL turns gradient checkpointing on
+        by default; it only trades time for memory, so it is a per-stage choice here, off by default
+        (benchmarks/results/align.json measures the difference). `checkpoint_every` > 0 saves a resumable
+        checkpoint (weights, optimizer, scheduler, RNG states) every so many steps, the last two kept."""
+        gpu = torch.cuda.is_available()
+        return dict(
+            output_dir=str(output_dir), seed=seed, data_seed=seed, max_steps=self.steps,
+            per_device_train_batch_size=self.batch_size, learning_rate=self.lr, lr_scheduler_type="cosine",
+            warmup_steps=max(1, int(self.warmup_ratio * self.steps)), logging_steps=self.log_every,
+            save_strategy="steps" if self.checkpoint_every else "no", save_steps=self.checkpoint_every or self.steps,
+            save_total_limit=2, report_to="none", use_cpu=not gpu, bf16=gpu and torch.cuda.is_bf16_supported(),
+            dataloader_num_workers=0, disable_tqdm=False, max_grad_norm=1.0,
+            gradient_checkpointing=self.gradient_checkpointing,
+        )
 
 
-class HistoryCallback(TrainerCallback):
-    """Keeps every logged row (for plots) and forwards it to the stage's MLflow run."""
+def to_trl_pairs(records: list[dict]) -> list[dict]:
+    """Canonical preference records -> TRL's conversational {prompt, chosen, rejected} rows (reward model, DPO)."""
+    return [{"prompt": r["prompt"], "chosen": [{"role": "assistant", "content": r["chosen"]}],
+             "rejected": [{"role": "assistant", "content": r["rejected"]}]} for r in records]
+
+
+class StageLog(TrainerCallback):
+    """Forwards each row the trainer logs to the stage's MLflow run, stops on a non-finite loss, and says where
+    each checkpoint went (tests and people watching a run wait for these lines)."""
 
     def __init__(self, stage: str):
         self.stage = stage
-        self.history: list[dict] = []
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = {k: float(v) for k, v in (logs or {}).items() if isinstance(v, (int, float))}
@@ -70,8 +90,21 @@ class HistoryCallback(TrainerCallback):
             raise LifecycleError(f"{self.stage}: loss is {loss} at step {state.global_step}; lower the learning rate "
                                  f"(the last good checkpoint, if any, stays in {args.output_dir})")
         if logs:
-            self.history.append({"step": state.global_step, **logs})
             tracking.log_metrics({k.replace("/", "_"): v for k, v in logs.items()}, step=state.global_step)
+
+    def on_save(self, args, state, control, **kwargs):
+        print(f"{self.stage}: checkpoint at step {state.global_step} in {args.output_dir}/checkpoint-"
+              f"{state.global_step}", flush=True)
+
+
+def save_model(out_dir: Path, work_dir: Path, tokenizer, nbytes: int, write_weights: Callable[[Path], None]) -> None:
+    """The stage's model folder, written whole or not at all: `write_weights(folder)` saves the weights, the
+    tokenizer goes beside them padding on the left (for generation); then the run's checkpoints are dropped."""
+    with atomic_dir(out_dir, nbytes) as tmp:
+        write_weights(tmp)
+        tokenizer.padding_side = "left"
+        tokenizer.save_pretrained(tmp)
+    shutil.rmtree(work_dir, ignore_errors=True)
 
 
 def resume_point(work_dir: Path, fingerprint: str) -> str | None:
@@ -114,14 +147,3 @@ def fingerprint(config, *inputs: Path) -> str:
         paths = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
         files += [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths if p.exists()]
     return json.dumps([config.model_dump(mode="json"), files], sort_keys=True)
-
-
-class CheckpointLog(TrainerCallback):
-    """Says where each checkpoint went (tests and people watching a run wait for these lines)."""
-
-    def __init__(self, stage: str):
-        self.stage = stage
-
-    def on_save(self, args, state, control, **kwargs):
-        print(f"{self.stage}: checkpoint at step {state.global_step} in {args.output_dir}/checkpoint-"
-              f"{state.global_step}", flush=True)

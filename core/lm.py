@@ -68,10 +68,15 @@ def load_causal_lm(path: str | Path, trust_remote_code: bool = False):
     return load_pretrained(AutoModelForCausalLM, path, trust_remote_code=trust_remote_code)
 
 
+def same_tokenizer(a, b) -> bool:
+    """The one test of tokenizer identity: the same vocabulary (token -> id), not merely the same size."""
+    return a.get_vocab() == b.get_vocab()
+
+
 def require_same_tokenizer(tokenizer, path: str | Path, what: str) -> None:
     """A model scored through `tokenizer` must have been trained with the same vocabulary."""
     theirs = load_tokenizer(path)
-    if theirs.get_vocab() != tokenizer.get_vocab():
+    if not same_tokenizer(theirs, tokenizer):
         raise InputError(f"{path}: the {what}'s tokenizer ({len(theirs)} tokens) differs from the one it is used "
                          f"with here ({len(tokenizer)} tokens); retrain the {what} from this pipeline's models")
 
@@ -163,7 +168,8 @@ def pack(tokenizer, texts: Sequence[str], seq_len: int) -> torch.Tensor:
 
 
 def bytes_per_token(tokenizer, texts: Sequence[str]) -> float:
-    """UTF-8 bytes per token of texts as `pack` joins them: turns nats/token into bits per byte."""
+    """UTF-8 bytes per token of texts as `pack` and the token files join them (each document's tokens and its
+    separator): the one definition, for the tokenizer's compression figure and for bits per byte."""
     n_bytes = sum(len(t.encode("utf-8")) for t in texts)
     n_tokens = sum(len(ids) + 1 for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"])
     return n_bytes / max(n_tokens, 1)

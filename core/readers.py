@@ -20,6 +20,7 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.readers.base import BaseDiskReader
 
 from core.errors import InputError
+from core.formats import is_hf_dataset_dir
 
 TEXT_SUFFIXES = (".txt", ".text", ".md")
 JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
@@ -33,11 +34,6 @@ def _suffixes(path: str) -> tuple[str, str]:
     if p.suffix in (".gz", ".zst"):
         return Path(p.stem).suffix, p.suffix
     return p.suffix, ""
-
-
-def is_hf_dataset_dir(path: Path) -> bool:
-    return path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()
-                              or (path / "state.json").exists())
 
 
 def n_input_files(path: str) -> int:

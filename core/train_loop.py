@@ -26,6 +26,7 @@ from core import distributed, tracking
 from core.config import StageConfig
 from core.errors import LifecycleError
 from core.lm import mean_nll, nll_sum
+from core.metrics import bits_per_byte
 
 STATE = "trainer_state.pt"
 CHECKPOINT_FORMAT = 2  # full state dicts from torch.distributed.checkpoint (parameter names as keys)
@@ -218,7 +219,7 @@ def train(model, next_batch: Callable[[int], torch.Tensor], val_blocks: dict[str
             for name, blocks in val_blocks.items():
                 row[f"val_{name}_loss"] = validation_nll(model, blocks, settings.strategy)
                 if val_bytes_per_token and name in val_bytes_per_token:
-                    row[f"val_{name}_bpb"] = row[f"val_{name}_loss"] / math.log(2) / val_bytes_per_token[name]
+                    row[f"val_{name}_bpb"] = bits_per_byte(row[f"val_{name}_loss"], val_bytes_per_token[name])
         model.train()
         return row
 

@@ -14,7 +14,6 @@ grpo: TRL's GRPOTrainer on the instruction prompts with verifiable rewards from 
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -24,8 +23,8 @@ from pydantic import Field
 from core import runtime, tracking
 from core.config import StageConfig
 from core import hf_trainers
-from core.hf_trainers import CheckpointLog, HistoryCallback, common_args
-from core.io import atomic_dir, read_jsonl, write_json, weight_bytes
+from core.hf_trainers import StageLog, TrainerSettings, to_trl_pairs
+from core.io import read_jsonl, write_json, weight_bytes
 from core.errors import ConfigError
 from core.lm import (disable_dropout, load_causal_lm, load_pretrained, load_tokenizer, require_same_tokenizer,
                      reward_scores)
@@ -43,21 +42,14 @@ PLOT_PNG = Path("plots/align_curves.png")
 OVEROPT_PNG = Path("plots/align_overopt.png")
 
 
-class DPOSettings(StageConfig):
-    steps: int = Field(gt=0)
-    batch_size: int = Field(16, gt=0)
+class DPOSettings(TrainerSettings):
     lr: float = Field(5e-5, gt=0)
     beta: float = Field(0.1, gt=0)
     loss_type: list[str] = ["sigmoid"]
-    warmup_ratio: float = Field(0.1, ge=0, lt=1)
     max_length: int = Field(256, gt=8)
-    log_every: int = Field(10, gt=0)
-    gradient_checkpointing: bool = Field(False, description="recompute activations: less memory, slower steps")
-    checkpoint_every: int = Field(0, ge=0, description="save a resumable checkpoint every N steps (0: none)")
 
 
-class GRPOSettings(StageConfig):
-    steps: int = Field(gt=0)
+class GRPOSettings(TrainerSettings):
     batch_size: int = Field(16, gt=0, description="completions per step (prompts x num_generations)")
     num_generations: int = Field(4, ge=2, description="samples per prompt: the group a reward is ranked in")
     lr: float = Field(1e-5, gt=0)
@@ -66,13 +58,10 @@ class GRPOSettings(StageConfig):
     max_completion_length: int = Field(16, gt=0)
     loss_type: str = "dapo"
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
-    log_every: int = Field(10, gt=0)
-    gradient_checkpointing: bool = Field(False, description="recompute activations: less memory, slower steps")
     format_weight: float = Field(0.5, ge=0, description=(
         "weight of the task's format reward, for a task that has a format rule (0: correctness only)"))
     reward_model_weight: float = Field(0.0, ge=0, description=(
         "weight of the reward stage's model as a further reward (the learned proxy beside the verifiable ones)"))
-    checkpoint_every: int = Field(0, ge=0, description="save a resumable checkpoint every N steps (0: none)")
 
 
 class Config(StageConfig):
@@ -85,20 +74,13 @@ class Config(StageConfig):
     grpo: GRPOSettings
 
 
-def to_trl_pairs(records: list[dict]) -> list[dict]:
-    return [{"prompt": r["prompt"], "chosen": [{"role": "assistant", "content": r["chosen"]}],
-             "rejected": [{"role": "assistant", "content": r["rejected"]}]} for r in records]
-
-
 def build_dpo_trainer(d: DPOSettings, seed: int, sft: Path, tokenizer, records: list[dict], work_dir: Path,
                       callbacks=()):
     """TRL's DPOTrainer: policy and reference both from the SFT model."""
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    args = DPOConfig(**common_args(work_dir, seed, d.steps, d.batch_size, d.lr, d.warmup_ratio, d.log_every,
-                                 d.gradient_checkpointing, d.checkpoint_every),
-                     beta=d.beta, loss_type=d.loss_type, max_length=d.max_length)
+    args = DPOConfig(**d.trl_args(work_dir, seed), beta=d.beta, loss_type=d.loss_type, max_length=d.max_length)
     tokenizer.padding_side = "right"
     return DPOTrainer(model=load_causal_lm(sft), ref_model=load_causal_lm(sft), args=args,
                       train_dataset=Dataset.from_list(to_trl_pairs(records)), processing_class=tokenizer,
@@ -106,9 +88,8 @@ def build_dpo_trainer(d: DPOSettings, seed: int, sft: Path, tokenizer, records: 
 
 
 def run_dpo(cfg: Config, tokenizer) -> tuple[torch.nn.Module, list[dict]]:
-    history = HistoryCallback("align")
     trainer = build_dpo_trainer(cfg.dpo, cfg.seed, SFT, tokenizer, read_jsonl(CLEAN / "preferences.train.jsonl"),
-                                WORK, [history, CheckpointLog("align")])
+                                WORK, [StageLog("align")])
     hf_trainers.train(trainer, "align", WORK, hf_trainers.fingerprint(cfg, SFT, CLEAN / "preferences.train.jsonl"))
     tokenizer.padding_side = "left"
     return trainer.model, hf_trainers.logged_rows(trainer, "loss")
@@ -147,8 +128,8 @@ def run_ppo(cfg: Config, tokenizer, dev) -> tuple[torch.nn.Module, list[dict]]:
     trainer = PPOTrainer(policy, reference, value_model, tokenizer, score, cfg.ppo, cfg.seed,
                          log_fn=lambda row, step: tracking.log_metrics(
                              {k.replace("/", "_"): v for k, v in row.items()}, step=step), gold_fn=gold)
-    history = trainer.train(prompts, WORK, hf_trainers.fingerprint(cfg, SFT, REWARD, CLEAN / "instructions.train.jsonl"),
-                            references)
+    fingerprint = hf_trainers.fingerprint(cfg, SFT, REWARD, CLEAN / "instructions.train.jsonl")
+    history = trainer.train(prompts, WORK, fingerprint, references)
     tracking.plot_against(history, "objective/kl", ["objective/scores", "objective/gold"],
                           "PPO: proxy (reward model) and gold score against KL to SFT", OVEROPT_PNG)
     return (policy.merge_and_unload() if cfg.ppo.lora else policy), history
@@ -216,15 +197,12 @@ def run_grpo(cfg: Config, tokenizer) -> tuple[torch.nn.Module, list[dict]]:
         weights.append(g.reward_model_weight)
     rewards.append(gold_reward(task))
     weights.append(0.0)
-    args = GRPOConfig(**common_args(WORK, cfg.seed, g.steps, g.batch_size, g.lr, g.warmup_ratio, g.log_every,
-                                  g.gradient_checkpointing, g.checkpoint_every),
-                      num_generations=g.num_generations, max_completion_length=g.max_completion_length,
-                      beta=g.beta, temperature=g.temperature, loss_type=g.loss_type,
-                      reward_weights=weights)
+    args = GRPOConfig(**g.trl_args(WORK, cfg.seed), num_generations=g.num_generations,
+                      max_completion_length=g.max_completion_length, beta=g.beta, temperature=g.temperature,
+                      loss_type=g.loss_type, reward_weights=weights)
     tokenizer.padding_side = "left"
-    history = HistoryCallback("align")
     trainer = GRPOTrainer(model=load_causal_lm(SFT), reward_funcs=rewards, args=args, train_dataset=ds,
-                          processing_class=tokenizer, callbacks=[history, CheckpointLog("align")])
+                          processing_class=tokenizer, callbacks=[StageLog("align")])
     hf_trainers.train(trainer, "align", WORK, hf_trainers.fingerprint(cfg, SFT, CLEAN / "instructions.train.jsonl"))
     rows = hf_trainers.logged_rows(trainer, "reward")
     tracking.plot_against(rows, "kl", ["reward", "rewards/gold/mean"],
@@ -246,10 +224,8 @@ def run(cfg: Config) -> dict:
     else:
         model, history = run_ppo(cfg, tokenizer, dev)
         keys = ["objective/scores", "objective/gold", "objective/kl", "objective/entropy"]
-    with atomic_dir(OUT_DIR, weight_bytes(model)) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-    shutil.rmtree(WORK, ignore_errors=True)
+    hf_trainers.save_model(OUT_DIR, WORK, tokenizer, weight_bytes(model),
+                           lambda folder: model.save_pretrained(folder, safe_serialization=True))
     last = history[-1] if history else {}
     metrics = {"method": cfg.method, **{k: v for k, v in last.items()
                                         if k != "step" and isinstance(v, float) and k not in tracking.WALL_CLOCK}}

@@ -17,7 +17,8 @@ from pydantic import Field
 from core import distributed, runtime, tracking
 from core.config import StageConfig
 from core.io import read_texts, write_json
-from core.lm import bytes_per_token, load_causal_lm, load_tokenizer, mean_nll, pack
+from core.lm import bytes_per_token, load_causal_lm, load_tokenizer, mean_nll, pack, same_tokenizer
+from core.metrics import bits_per_byte
 from core.tokens import TOKENS, Blocks, Sampler
 from core.train_loop import LAYOUT, TrainSettings, clear_checkpoints, save_model, train
 
@@ -50,7 +51,7 @@ def run(cfg: Config) -> dict:
     tokenizer = load_tokenizer(BASE)
     model = load_causal_lm(BASE).to(dev)
 
-    if len(tokenizer) == len(load_tokenizer(TOKENIZER)):  # the project's tokenizer: its memory-mapped token files
+    if same_tokenizer(tokenizer, load_tokenizer(TOKENIZER)):  # the project's tokenizer: its memory-mapped token files
         def blocks(name: str, split: str):
             return Blocks(TOKENS, f"{name}.{split}", cfg.seq_len)
     else:  # a base model that came with its own tokenizer (pretrain.init_from)
@@ -89,8 +90,8 @@ def run(cfg: Config) -> dict:
         "ppl_general_before": math.exp(before["general"]), "ppl_general_after": math.exp(after["general"]),
         # forgetting: relative rise of held-out general perplexity caused by this stage
         "forgetting": math.exp(after["general"] - before["general"]) - 1.0,
-        "bpb_domain_after": after["domain"] / math.log(2) / bpt["domain"],
-        "bpb_general_after": after["general"] / math.log(2) / bpt["general"],
+        "bpb_domain_after": bits_per_byte(after["domain"], bpt["domain"]),
+        "bpb_general_after": bits_per_byte(after["general"], bpt["general"]),
     }
     tracking.save_curves(history, f"domain ({cfg.mode})", PLOT_PNG, ["loss", "val_domain_loss", "val_general_loss"],
                          PLOT_DATA)

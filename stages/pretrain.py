@@ -17,7 +17,9 @@ from core import distributed, runtime, tracking
 from core.config import StageConfig
 from core.errors import ConfigError
 from core.io import read_jsonl, read_texts, write_json
-from core.lm import bytes_per_token, conversation_text, load_causal_lm, load_tokenizer, mean_nll, pack
+from core.lm import (bytes_per_token, conversation_text, load_causal_lm, load_tokenizer, mean_nll, pack,
+                     same_tokenizer)
+from core.metrics import bits_per_byte
 from core.tokens import TOKENS, Blocks, Sampler
 from core.train_loop import LAYOUT, TrainSettings, clear_checkpoints, save_model, train
 
@@ -97,7 +99,7 @@ def build_model(cfg: Config, tokenizer):
 
 def learning_rate(cfg: Config, model) -> float:
     """The configured LR, or one scaled as 1/width from the demo's tuned point."""
-    return cfg.train.lr or BASE_LR * BASE_WIDTH / model.config.hidden_size
+    return cfg.train.lr or BASE_LR * (BASE_WIDTH / model.config.hidden_size)  # exactly BASE_LR at BASE_WIDTH
 
 
 def load_init(cfg: Config, tokenizer):
@@ -128,7 +130,7 @@ def run(cfg: Config) -> dict:
         model = build_model(cfg, tokenizer)
     model.to(dev)
     val_texts = read_texts(CLEAN / "general" / "heldout")
-    if cfg.init_from and len(tokenizer) != len(load_tokenizer(TOKENIZER)):
+    if cfg.init_from and not same_tokenizer(tokenizer, load_tokenizer(TOKENIZER)):
         val_blocks = pack(tokenizer, val_texts, cfg.seq_len)  # the checkpoint's own tokenizer: tokenize here
         train_source = None
     else:
@@ -172,7 +174,7 @@ def run(cfg: Config) -> dict:
     save_model(model, tokenizer, OUT_DIR)
     if not distributed.is_main():  # rank 0 writes the metrics and plots
         return {}
-    metrics.update(val_loss=val_loss, val_ppl=math.exp(val_loss), val_bpb=val_loss / math.log(2) / val_bpt)
+    metrics.update(val_loss=val_loss, val_ppl=math.exp(val_loss), val_bpb=bits_per_byte(val_loss, val_bpt))
     tracking.save_curves(history, "pretrain", PLOT_PNG, ["loss", "val_general_loss", "lr"], PLOT_DATA)
     write_json(METRICS, metrics)
     clear_checkpoints(CHECKPOINTS)

@@ -8,7 +8,6 @@ learned less than the data holds.
 """
 from __future__ import annotations
 
-import shutil
 from collections import defaultdict
 from pathlib import Path
 from typing import ClassVar
@@ -17,10 +16,9 @@ import torch
 from pydantic import Field
 
 from core import runtime, tracking
-from core.config import StageConfig
 from core import hf_trainers
-from core.hf_trainers import CheckpointLog, HistoryCallback, LoraSettings, common_args
-from core.io import atomic_dir, read_jsonl, write_json, weight_bytes
+from core.hf_trainers import LoraSettings, StageLog, TrainerSettings, to_trl_pairs
+from core.io import read_jsonl, write_json, weight_bytes
 from core.lm import load_pretrained, load_tokenizer, reward_scores
 from tasks import TaskConfig, load_task
 
@@ -33,26 +31,15 @@ PLOT_DATA = Path("plots/reward.json")
 PLOT_PNG = Path("plots/reward_curves.png")
 
 
-class Config(StageConfig):
+class Config(TrainerSettings):
     INCLUDE: ClassVar[tuple[str, ...]] = ("task",)
     task: TaskConfig = TaskConfig()
     seed: int = 0
-    steps: int = Field(gt=0)
-    batch_size: int = Field(16, gt=0)
     lr: float = Field(5e-4, gt=0)
-    warmup_ratio: float = Field(0.1, ge=0, lt=1)
     max_length: int = Field(256, gt=8)
-    log_every: int = Field(10, gt=0)
     center_rewards_coefficient: float | None = Field(0.01, ge=0)
-    gradient_checkpointing: bool = Field(False, description="recompute activations: less memory, slower steps")
-    checkpoint_every: int = Field(0, ge=0, description="save a resumable checkpoint every N steps (0: none)")
     lora: LoraSettings | None = Field(None, description="train through a LoRA adapter (the score head in full); "
                                                         "null: full fine-tuning")
-
-
-def to_trl(records: list[dict]) -> list[dict]:
-    return [{"prompt": r["prompt"], "chosen": [{"role": "assistant", "content": r["chosen"]}],
-             "rejected": [{"role": "assistant", "content": r["rejected"]}]} for r in records]
 
 
 def pairwise(model, tokenizer, records: list[dict]) -> dict:
@@ -95,10 +82,9 @@ def build_trainer(cfg: Config, base: Path, tokenizer, records: list[dict], work_
     model.config.pad_token_id = tokenizer.pad_token_id
     if cfg.lora:
         cfg.lora.check(model, "reward.lora")
-    args = RewardConfig(**common_args(work_dir, cfg.seed, cfg.steps, cfg.batch_size, cfg.lr, cfg.warmup_ratio,
-                                      cfg.log_every, cfg.gradient_checkpointing, cfg.checkpoint_every),
-                        max_length=cfg.max_length, center_rewards_coefficient=cfg.center_rewards_coefficient)
-    trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(to_trl(records)),
+    args = RewardConfig(**cfg.trl_args(work_dir, cfg.seed), max_length=cfg.max_length,
+                        center_rewards_coefficient=cfg.center_rewards_coefficient)
+    trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(to_trl_pairs(records)),
                             processing_class=tokenizer, callbacks=list(callbacks),
                             peft_config=cfg.lora.peft_config("SEQ_CLS") if cfg.lora else None)
     return model, trainer
@@ -109,8 +95,7 @@ def run(cfg: Config) -> dict:
     tokenizer = load_tokenizer(BASE)
     train_records = read_jsonl(CLEAN / "preferences.train.jsonl")
     heldout = read_jsonl(CLEAN / "preferences.heldout.jsonl")
-    history = HistoryCallback("reward")
-    _, trainer = build_trainer(cfg, BASE, tokenizer, train_records, WORK, [history, CheckpointLog("reward")])
+    _, trainer = build_trainer(cfg, BASE, tokenizer, train_records, WORK, [StageLog("reward")])
     hf_trainers.train(trainer, "reward", WORK, hf_trainers.fingerprint(cfg, BASE, CLEAN / "preferences.train.jsonl"))
     model = trainer.model.to(dev)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -121,11 +106,8 @@ def run(cfg: Config) -> dict:
     metrics.update(by_kind(model, tokenizer, heldout, load_task(cfg.task)))
     metrics["train_accuracy"] = pairwise(model, tokenizer, train_records[:256])["accuracy"]
     metrics.update(trainable_params=trainable, trainable_share=share)
-    with atomic_dir(OUT_DIR, weight_bytes(model)) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.padding_side = "left"
-        tokenizer.save_pretrained(tmp)
-    shutil.rmtree(WORK, ignore_errors=True)
+    hf_trainers.save_model(OUT_DIR, WORK, tokenizer, weight_bytes(model),
+                           lambda folder: model.save_pretrained(folder, safe_serialization=True))
     rows = hf_trainers.logged_rows(trainer, "loss")
     tracking.save_curves(rows, "reward model", PLOT_PNG, ["loss", "accuracy", "margin"], PLOT_DATA)
     write_json(METRICS, metrics)

@@ -12,7 +12,6 @@ Saves the adapter (artifacts/sft/adapter) and the merged model (artifacts/sft, l
 from __future__ import annotations
 
 import random
-import shutil
 from pathlib import Path
 from typing import Literal
 
@@ -21,12 +20,11 @@ import torch
 from pydantic import Field
 
 from core import runtime, tracking
-from core.config import StageConfig
 from core.errors import ConfigError
 from core import hf_trainers
-from core.hf_trainers import CheckpointLog, HistoryCallback, common_args
+from core.hf_trainers import StageLog, TrainerSettings
 from core.hf_trainers import LoraSettings as BaseLora
-from core.io import atomic_dir, read_jsonl, write_json, weight_bytes
+from core.io import read_jsonl, write_json, weight_bytes
 from core.io import read_texts
 from core.lm import SPECIAL_TOKENS, load_causal_lm, load_tokenizer, mean_nll, pack
 
@@ -53,19 +51,13 @@ class LoraSettings(BaseLora):
         "only these rows of the saved embedding train, e.g. the chat tokens (null: every row)"))
 
 
-class Config(StageConfig):
+class Config(TrainerSettings):
     seed: int = 0
-    steps: int = Field(gt=0)
-    batch_size: int = Field(16, gt=0)
     lr: float = Field(2e-3, gt=0)
-    warmup_ratio: float = Field(0.1, ge=0, lt=1)
     max_length: int = Field(256, gt=8)
-    log_every: int = Field(10, gt=0)
     packing: bool = Field(False, description="pack conversations into max_length rows (TRL BFD packing)")
     quantization: Literal["none", "4bit"] = Field("none", description=(
         "4bit: QLoRA, the frozen base in 4-bit NF4 (bitsandbytes, CUDA only); the merged model is full precision"))
-    gradient_checkpointing: bool = Field(False, description="recompute activations: less memory, slower steps")
-    checkpoint_every: int = Field(0, ge=0, description="save a resumable checkpoint every N steps (0: none)")
     init_chat_rows: Literal["mean", "keep"] = Field("mean", description=(
         "mean: the chat tokens' embedding rows start at the mean row (they never occur in pretraining text); "
         "keep: as the base has them (pretrain.instruction_mix > 0 or a chat checkpoint)"))
@@ -102,9 +94,8 @@ def build_trainer(cfg: Config, model, tokenizer, records: list[dict], work_dir: 
     if cfg.init_chat_rows == "mean":
         mean_init_rows(model, token_rows(tokenizer, CHAT_TOKENS))
     tokenizer.padding_side = "right"
-    args = SFTConfig(**common_args(work_dir, cfg.seed, cfg.steps, cfg.batch_size, cfg.lr, cfg.warmup_ratio,
-                                   cfg.log_every, cfg.gradient_checkpointing, cfg.checkpoint_every),
-                     max_length=cfg.max_length, completion_only_loss=cfg.completion_only_loss, packing=cfg.packing)
+    args = SFTConfig(**cfg.trl_args(work_dir, cfg.seed), max_length=cfg.max_length,
+                     completion_only_loss=cfg.completion_only_loss, packing=cfg.packing)
     rows = to_prompt_completion(records)
     if replay and cfg.replay_fraction:
         # replay_fraction of the rows are documents: n / (len(records) + n) = fraction
@@ -192,11 +183,10 @@ def run(cfg: Config) -> dict:
     tokenizer = load_tokenizer(BASE)
     model = load_4bit(BASE, cfg) if cfg.quantization == "4bit" else load_causal_lm(BASE)
     cfg.lora.check(model, "sft.lora")  # a config error before any data is read
-    history = HistoryCallback("sft")
     records = read_jsonl(CLEAN / "instructions.train.jsonl")
     # replay what the base was last trained on: the general and the domain corpus, as the domain stage mixes them
     replay = [t for c in ("general", "domain") for t in read_texts(CLEAN / c / "train")] if cfg.replay_fraction else []
-    trainer = build_trainer(cfg, model, tokenizer, records, WORK, [history, CheckpointLog("sft")], replay)
+    trainer = build_trainer(cfg, model, tokenizer, records, WORK, [StageLog("sft")], replay)
     before = heldout_ppl(load_causal_lm(BASE), tokenizer, cfg.eval_seq_len, cfg.batch_size)
     inputs = [CLEAN / "instructions.train.jsonl"] + [CLEAN / c / "train" for c in ("general", "domain") if replay]
     result = hf_trainers.train(trainer, "sft", WORK, hf_trainers.fingerprint(cfg, BASE, *inputs))
@@ -206,23 +196,23 @@ def run(cfg: Config) -> dict:
         embedding = peft_model.get_input_embeddings().weight
         trainable -= embedding.numel() - len(cfg.lora.trainable_tokens) * embedding.shape[1]
     total = sum(p.numel() for p in peft_model.parameters())
-    with atomic_dir(OUT_DIR, 2 * weight_bytes(peft_model)) as tmp:  # adapter + merged model
-        peft_model.save_pretrained(tmp / "adapter")
-        sort_target_modules(tmp / "adapter" / "adapter_config.json")
+
+    def write_weights(folder: Path) -> None:  # the adapter first: merging takes it out of peft_model
+        peft_model.save_pretrained(folder / "adapter")
+        sort_target_modules(folder / "adapter" / "adapter_config.json")
         if cfg.quantization == "4bit":  # merge into the full-precision base, not into 4-bit weights
             from peft import PeftModel
 
-            merged = PeftModel.from_pretrained(load_causal_lm(BASE), tmp / "adapter").merge_and_unload()
+            merged = PeftModel.from_pretrained(load_causal_lm(BASE), folder / "adapter").merge_and_unload()
         else:
             merged = peft_model.merge_and_unload()
-        merged.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.padding_side = "left"
-        tokenizer.save_pretrained(tmp)
-    shutil.rmtree(WORK, ignore_errors=True)
+        merged.save_pretrained(folder, safe_serialization=True)
+
+    hf_trainers.save_model(OUT_DIR, WORK, tokenizer, 2 * weight_bytes(peft_model), write_weights)  # adapter + merged
     rows = hf_trainers.logged_rows(trainer, "loss")
     # the mean of the logged losses, not the trainer's own average (which restarts at a resume)
     mean_loss = sum(r["loss"] for r in rows) / len(rows) if rows else result.training_loss
-    after = heldout_ppl(merged, tokenizer, cfg.eval_seq_len, cfg.batch_size)
+    after = heldout_ppl(load_causal_lm(OUT_DIR), tokenizer, cfg.eval_seq_len, cfg.batch_size)  # as saved
     metrics = {"train_loss": mean_loss, "final_loss": rows[-1]["loss"] if rows else result.training_loss,
                "trainable_params": trainable, "trainable_share": trainable / total, "train_examples": len(records),
                **after, **{f"{k}_before": v for k, v in before.items()},

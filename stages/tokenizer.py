@@ -13,7 +13,8 @@ from tqdm import tqdm
 
 from core.config import StageConfig
 from core.io import atomic_dir, read_jsonl, read_texts, write_json
-from core.lm import CHAT_TEMPLATE, DOC_SEP, EOS, PAD, SPECIAL_TOKENS
+from core.errors import LifecycleError
+from core.lm import CHAT_TEMPLATE, DOC_SEP, EOS, PAD, SPECIAL_TOKENS, bytes_per_token
 from core.tokens import TOKENS, default_workers, encode_parallel, write_meta, write_tokens
 
 CLEAN = Path("data/clean")
@@ -59,12 +60,6 @@ def build(texts: list[str], cfg: Config):
     return fast
 
 
-def bytes_per_token(tokenizer, texts: list[str]) -> float:
-    n_bytes = sum(len(t.encode("utf-8")) for t in texts)
-    n_tokens = sum(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
-    return n_bytes / max(n_tokens, 1)
-
-
 def run(cfg: Config) -> dict:
     tokenizer = build(training_texts(), cfg)
     metrics = {"vocab_size": len(tokenizer)}
@@ -76,7 +71,8 @@ def run(cfg: Config) -> dict:
                                            tokenize=False)
     ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     if tokenizer.convert_tokens_to_ids("<|assistant|>") not in ids:
-        raise RuntimeError("chat template does not encode <|assistant|> as one special token")
+        raise LifecycleError("tokenizer: the chat template does not encode <|assistant|> as one special token; "
+                             "core/lm.py CHAT_TEMPLATE and SPECIAL_TOKENS must agree")
     with atomic_dir(OUT_DIR) as tmp:
         tokenizer.save_pretrained(tmp)
     metrics["tokens"] = tokenize_corpora(tokenizer, cfg)

@@ -30,6 +30,29 @@ def test_vocab_smaller_than_special_tokens_is_refused_by_the_config(tok):
         tokenizer_stage.Config(vocab_size=100)
 
 
+def test_bytes_per_token_counts_each_documents_separator(tok):
+    """One definition, as pack and the token files lay text out: a document's tokens and its separator. The
+    tokenizer stage's compression figure and every bits-per-byte use it."""
+    texts = ["I bought this kettle last week.", "The review is positive."]
+    ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    n_bytes = len(texts[0].encode()) + len(texts[1].encode())
+    assert lm.bytes_per_token(tok, texts) == n_bytes / (len(ids[0]) + len(ids[1]) + 2)
+    assert tokenizer_stage.bytes_per_token is lm.bytes_per_token
+
+
+def test_tokenizer_identity_is_the_vocabulary_not_its_size(tok, tmp_path):
+    """A tokenizer of the same size trained on other text is another tokenizer: refused, not used."""
+    from core.errors import InputError
+
+    other = tokenizer_stage.build(["Die Bewertung ist positiv.", "Ich kaufte diesen Kessel."] * 50,
+                                  tokenizer_stage.Config(vocab_size=300))
+    assert len(other) == len(tok) and not lm.same_tokenizer(tok, other)
+    assert lm.same_tokenizer(tok, tok)
+    other.save_pretrained(tmp_path)
+    with pytest.raises(InputError, match="tokenizer .* differs"):
+        lm.require_same_tokenizer(tok, tmp_path, "reward model")
+
+
 def test_pack_separates_documents(tok):
     blocks = lm.pack(tok, ["I bought this kettle last week."] * 10, seq_len=8)
     sep = tok.convert_tokens_to_ids(lm.DOC_SEP)
