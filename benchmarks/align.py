@@ -1,6 +1,6 @@
 """Alignment trainers against their anchors, same model, data and config, one run each (fresh processes):
 
-    python -m benchmarks.align [--steps 20] [--ppo-steps 8] [--repeats 3]
+    python -m benchmarks.align [--steps 20] [--ppo-steps 8] [--repeats 5]
 
 - sft, reward, dpo: the stage's trainer (built by the stage's own function, with its callbacks and arguments)
   against the same TRL trainer driven bare (TRL's config defaults plus the same hyper-parameters).
@@ -9,7 +9,8 @@
 
 The figure is the median seconds per optimizer step (PPO: per rollout + update round) after the first two
 steps, then the median over `repeats` fresh runs, alternating which side runs first; throughput ratio =
-anchor step time / our step time (> 1: ours is faster). Results in
+anchor step time / our step time (> 1: ours is faster), one per back-to-back pair, summarised as the median with
+a bootstrap interval and any disturbed pair named (benchmarks/pairs.py). Results in
 benchmarks/results/align.json. Models are the tiny profile, randomly initialised: speed, not quality.
 """
 from __future__ import annotations
@@ -23,6 +24,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from benchmarks.pairs import summarise
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "benchmarks" / "work" / "align"
@@ -219,7 +222,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--ppo-steps", type=int, default=8)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5, help="alternating pairs (5 or more to read a few percent)")
     ap.add_argument("--only", nargs="*", default=["sft", "reward", "dpo", "ppo"])
     ap.add_argument("--child")
     args = ap.parse_args()
@@ -246,10 +249,11 @@ def main() -> None:
                 times[who].append(run["s_per_step"])
                 print(f"{task}-{who}: {run['s_per_step']:.3f} s/step", flush=True)
         median = {k: statistics.median(v) for k, v in times.items()}
+        pairs = [a / o for a, o in zip(times[anchor], times["ours"])]  # each repeat's runs ran back to back
         results[task] = {
             "anchor": "trl==1.12.0 trl.experimental.ppo.PPOTrainer" if task == "ppo" else
             "the same TRL trainer, driven bare", "s_per_step_median": median, "s_per_step_runs": times,
-            "throughput_ratio_ours_over_anchor": round(median[anchor] / median["ours"], 4)}
+            "throughput_ratio_ours_over_anchor": summarise(pairs)}
         if "bareckpt" in median:
             results[task]["gradient_checkpointing_slowdown"] = round(median["bareckpt"] / median["bare"], 4)
     import torch

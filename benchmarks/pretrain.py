@@ -1,10 +1,11 @@
 """The pretraining loop against a minimal raw PyTorch loop (nanoGPT-style), same model, batch and sequence length.
 
-    python -m benchmarks.pretrain [--profile tiny] [--steps 40] [--repeats 3]
+    python -m benchmarks.pretrain [--profile tiny] [--steps 80] [--repeats 7]
     python -m benchmarks.pretrain --profile gpt2-124m --batch 32 --seq-len 1024 --vocab 50304 --compile  # on a GPU
 
-Each run is a fresh process (no warm caches carried over), alternating raw / ours; tokens/s is total tokens over
-the whole loop's wall time (ours includes its LR schedule, clipping, logging, the final validation and the
+Each run is a fresh process (no warm caches carried over), alternating raw / ours; each back-to-back pair gives one
+ratio, summarised as their median with a bootstrap interval and the pairs that sit far from the rest
+(benchmarks/pairs.py). tokens/s is total tokens over the whole loop's wall time (ours includes its LR schedule, clipping, logging, the final validation and the
 MFU bookkeeping). Results in benchmarks/results/pretrain.json (pretrain_<device>.json off the CPU).
 On CUDA both loops run under bf16 autocast (our loop's `precision: auto`), and --compile compiles both.
 """
@@ -20,6 +21,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from benchmarks.pairs import summarise
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "pretrain.json"
@@ -87,8 +90,8 @@ def child(kind: str, profile: str, steps: int, batch: int, seq: int, vocab: int,
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="tiny")
-    ap.add_argument("--steps", type=int, default=40)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=80)
+    ap.add_argument("--repeats", type=int, default=7, help="alternating pairs (5 or more to read a few percent)")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seq-len", type=int, default=128)
     ap.add_argument("--vocab", type=int, default=2048)
@@ -119,7 +122,7 @@ def main() -> None:
         "setup": {"profile": a.profile, "params": runs[0]["params"], "batch": a.batch, "seq_len": a.seq_len,
                   "vocab": a.vocab, "steps": a.steps, "repeats": a.repeats, "compile": a.compile,
                   "bf16": runs[0]["bf16"]},
-        "tokens_per_s_median": med, "ratio_ours_over_raw_median": round(med["ours"] / med["raw"], 4),
+        "tokens_per_s_median": med, "ratio_ours_over_raw": summarise(ratios),
         "ratio_per_pair": [round(r, 4) for r in ratios],
         "peak_rss_mib": {k: max(r["peak_rss_mib"] for r in runs if r["kind"] == k) for k in ("raw", "ours")},
         "mfu_ours_mean": statistics.mean(r["mfu"] for r in ours),
@@ -130,7 +133,7 @@ def main() -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=2) + "\n")
     os.replace(tmp, path)
-    print(json.dumps({k: result[k] for k in ("tokens_per_s_median", "ratio_ours_over_raw_median", "ratio_per_pair",
+    print(json.dumps({k: result[k] for k in ("tokens_per_s_median", "ratio_ours_over_raw", "ratio_per_pair",
                                              "peak_rss_mib", "mfu_ours_mean")}, indent=1))
 
 

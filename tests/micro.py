@@ -1,4 +1,4 @@
-"""The micro profile: the whole lifecycle in seconds, for tests. Applied with `lifecycle run --set`."""
+"""The micro profile (profiles/micro.yaml): the whole lifecycle in seconds, for tests, in a copy of the project."""
 from __future__ import annotations
 
 import shutil
@@ -6,28 +6,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+from core.config import profile_overrides
+
 ROOT = Path(__file__).resolve().parents[1]
 
-MICRO = [
-    "tokenizer.vocab_size=320",
-    "pretrain.model.profile=micro",
-    "pretrain.train.steps=4", "pretrain.train.batch_size=4", "pretrain.train.warmup_steps=1",
-    "pretrain.train.eval_every=2", "pretrain.train.log_every=2", "pretrain.train.checkpoint_every=2",
-    "domain.train.steps=3", "domain.train.batch_size=4", "domain.train.warmup_steps=1", "domain.train.eval_every=3",
-    "domain.train.log_every=1",
-    "sft.steps=3", "sft.batch_size=4", "sft.log_every=1", "sft.lora.r=2", "sft.lora.alpha=4",
-    "reward.steps=3", "reward.batch_size=4", "reward.log_every=1",
-    "align.dpo.steps=2", "align.dpo.batch_size=4", "align.dpo.log_every=1",
-    "align.ppo.steps=2", "align.ppo.batch_size=4", "align.ppo.mini_batch_size=2", "align.ppo.max_new_tokens=4",
-    "align.grpo.steps=2", "align.grpo.batch_size=4", "align.grpo.num_generations=2",
-    "align.grpo.max_completion_length=4", "align.grpo.log_every=1",
-    "evaluate.max_examples=6", "evaluate.max_new_tokens=4",
-]
+# profiles/micro.yaml as --set overrides, in the file's order
+MICRO = profile_overrides(str(ROOT / "profiles" / "micro.yaml"))
 
 
 def make_project(dest: Path, scale: float = 0.03) -> Path:
     """A copy of the project (code, dvc.yaml, params.yaml, .dvc) with micro sample data, in its own git repo."""
-    for name in ("core", "stages", "pipelines", "tasks"):
+    for name in ("core", "stages", "pipelines", "tasks", "profiles"):
         shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "prefect.yaml"):
         shutil.copy(ROOT / name, dest / name)

@@ -7,7 +7,7 @@ import time
 import pytest
 from ruamel.yaml import YAML
 
-from tests.micro import MICRO, lifecycle, make_project
+from tests.micro import lifecycle, make_project
 
 STAGES = ["clean", "tokenizer", "pretrain", "domain", "sft", "reward", "align", "evaluate", "promote"]
 
@@ -15,8 +15,7 @@ STAGES = ["clean", "tokenizer", "pretrain", "domain", "sft", "reward", "align", 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     root = make_project(tmp_path_factory.mktemp("e2e"))
-    sets = [a for s in MICRO for a in ("--set", s)]
-    first = lifecycle(root, "run", *sets)
+    first = lifecycle(root, "run", "--profile", "micro")  # as a user runs it
     return root, first
 
 
@@ -109,8 +108,17 @@ def test_report_card_holds_every_section_and_its_links_resolve(project):
         with Image.open(png) as image:  # exists and decodes
             image.load()
             assert image.size[0] > 100 and image.size[1] > 100
+    # the gates recomputed here from what evaluate wrote and the bounds in params.yaml (the first version: no
+    # champion to beat); promoted only when all three hold
     promotion = json.loads((root / "metrics" / "promote.json").read_text())
-    assert promotion["version"] == "1" and promotion["promoted"] is (all(g["passed"] for g in promotion["gates"]))
+    evaluation = json.loads((root / "metrics" / "evaluate.json").read_text())
+    bounds = YAML(typ="safe").load((root / "params.yaml").read_text())["promote"]
+    aligned = evaluation["aligned"]
+    want = {"general_ppl_rise_vs_domain": aligned["ppl_general"] / evaluation["domain"]["ppl_general"] - 1
+            <= bounds["max_general_ppl_rise"],
+            "kl_to_sft": aligned["kl_to_sft"] <= bounds["max_kl_to_sft"], "task_accuracy_vs_champion": True}
+    assert {g["name"]: g["passed"] for g in promotion["gates"]} == want
+    assert promotion["version"] == "1" and promotion["promoted"] is all(want.values())
 
 
 def test_second_repro_is_a_noop(project):
@@ -160,13 +168,19 @@ def test_grpo_runs_with_the_verifiable_reward(project):
 
 
 def test_compare_shows_the_last_two_runs_side_by_side_with_their_differences(project):
+    """Two runs of its own (any earlier test's runs may come before), each row checked against the metrics
+    files that run wrote."""
     root, _ = project
+    accuracy = {}
+    for method in ("ppo", "dpo"):
+        lifecycle(root, "run", "--set", f"align.method={method}")
+        accuracy[method] = json.loads((root / "metrics" / "evaluate.json").read_text())["aligned"]["task_accuracy"]
     out = lifecycle(root, "compare", "--last", "2").stdout
-    header, _, ppo_row, grpo_row = out.splitlines()[:4]
+    header, _, first, second = out.splitlines()[:4]
     columns = [c.strip() for c in header.strip("|").split("|")]
-    assert "align.method" in columns and "aligned acc" in columns and "champion" in columns
-    method = columns.index("align.method")
-    assert [[c.strip() for c in row.strip("|").split("|")][method] for row in (ppo_row, grpo_row)] == ["ppo", "grpo"]
+    rows = [dict(zip(columns, (c.strip() for c in row.strip("|").split("|")))) for row in (first, second)]
+    assert [r["align.method"] for r in rows] == ["ppo", "dpo"]
+    assert [r["aligned acc"] for r in rows] == [f"{accuracy['ppo']:.4g}", f"{accuracy['dpo']:.4g}"]
     assert "param(s) differ across these 2 runs" in out
 
 

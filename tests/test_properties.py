@@ -69,6 +69,38 @@ def test_instruction_rows_are_canonical_or_a_record_error(row):
     assert instruction_record("f.jsonl:1", record) == record  # canonical records are a fixed point
 
 
+nonblank = text.filter(str.strip)
+valid_instruction = st.one_of(
+    st.fixed_dictionaries({"instruction": nonblank, "output": nonblank}),
+    st.fixed_dictionaries({"instruction": nonblank, "input": text, "output": nonblank}),
+    st.fixed_dictionaries({"prompt": nonblank, "completion": nonblank}),
+    st.builds(lambda q, a: {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]},
+              nonblank, nonblank))
+
+
+@SETTINGS
+@given(valid_instruction)
+def test_well_formed_instruction_rows_are_accepted_whole(row):
+    """The accepted branch above, by construction: every public shape gives one record holding its answer."""
+    record = instruction_record("f.jsonl:1", row)
+    answer = row.get("output") or row.get("completion") or row.get("messages", [{}, {}])[1].get("content")
+    # Alpaca answers are stripped here, chat messages later by the clean stage's normalisation
+    assert record["messages"][-1]["role"] == "assistant" and record["messages"][-1]["content"].strip() == answer.strip()
+    assert instruction_record("f.jsonl:1", record) == record
+
+
+@SETTINGS
+@given(nonblank, nonblank, nonblank)
+def test_well_formed_preference_rows_are_accepted_whole(prompt, chosen, rejected):
+    row = {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+    if chosen.strip() == rejected.strip():
+        return
+    record = preference_record("p.jsonl:3", row)
+    assert (record["chosen"], record["rejected"]) == (chosen.strip(), rejected.strip())
+    assert record["prompt"][-1]["content"].strip() == prompt.strip()
+    assert preference_record("p.jsonl:3", record) == record
+
+
 @SETTINGS
 @given(st.dictionaries(st.sampled_from(["prompt", "chosen", "rejected", "messages", "other"]), json_value,
                        max_size=4))

@@ -218,11 +218,17 @@ CONFIGS = [(n,) for n in ORDER] + [ORDER]
 CONFIG_IDS = list(ORDER) + ["chain"]
 
 
+def raised(result) -> bool:
+    return isinstance(result[0], tuple) and result[0][0] == "raised"
+
+
 def assert_agree(texts: list[str], names: tuple[str, ...]) -> None:
     diffs = []
     for i, text in enumerate(texts):
         ref, ours = outcome("datatrove", names, text), outcome("ours", names, text)
-        if ref != ours:
+        if raised(ref) or raised(ours):  # both raising alike is two crashes, not agreement
+            diffs.append(f"#{i} {text!r}: a filter raised: datatrove {ref!r}, ours {ours!r}")
+        elif ref != ours:
             diffs.append(f"#{i} {text!r}: datatrove {ref!r} != ours {ours!r}")
     assert not diffs, f"{len(diffs)} of {len(texts)} differ:\n" + "\n".join(diffs[:5])
 
