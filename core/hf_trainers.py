@@ -99,10 +99,9 @@ class StageLog(TrainerCallback):
 
 def save_model(out_dir: Path, work_dir: Path, tokenizer, nbytes: int, write_weights: Callable[[Path], None]) -> None:
     """The stage's model folder, written whole or not at all: `write_weights(folder)` saves the weights, the
-    tokenizer goes beside them padding on the left (for generation); then the run's checkpoints are dropped."""
+    tokenizer (left-padded, as core.lm.load_tokenizer gives it) goes beside them; then the checkpoints are dropped."""
     with atomic_dir(out_dir, nbytes) as tmp:
         write_weights(tmp)
-        tokenizer.padding_side = "left"
         tokenizer.save_pretrained(tmp)
     shutil.rmtree(work_dir, ignore_errors=True)
 

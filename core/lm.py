@@ -38,7 +38,17 @@ def load_tokenizer(path: str | Path):
     if not (path / "tokenizer.json").exists():
         raise InputError(f"{path}: no tokenizer here (tokenizer.json missing); run the tokenizer stage first")
     tok = AutoTokenizer.from_pretrained(str(path))
-    tok.padding_side = "left"  # generation pads on the left; scoring sets its own side
+    tok.padding_side = "left"  # generation pads on the left (and the saved tokenizer keeps it so)
+    return tok
+
+
+def right_padded(tokenizer):
+    """A copy padding on the right, for TRL's trainers (their collators and losses expect it); the stage's own
+    tokenizer stays left-padded for generation, so nothing has to be flipped back."""
+    import copy
+
+    tok = copy.deepcopy(tokenizer)
+    tok.padding_side = "right"
     return tok
 
 

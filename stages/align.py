@@ -27,7 +27,7 @@ from core.hf_trainers import StageLog, TrainerSettings, to_trl_pairs
 from core.io import read_jsonl, write_json, weight_bytes
 from core.errors import ConfigError
 from core.lm import (disable_dropout, load_causal_lm, load_pretrained, load_tokenizer, require_same_tokenizer,
-                     reward_scores)
+                     reward_scores, right_padded)
 from core.ppo import PPOSettings, PPOTrainer, ValueHead
 from tasks import Task, TaskConfig, check_fit, load_task
 
@@ -81,9 +81,8 @@ def build_dpo_trainer(d: DPOSettings, seed: int, sft: Path, tokenizer, records: 
     from trl import DPOConfig, DPOTrainer
 
     args = DPOConfig(**d.trl_args(work_dir, seed), beta=d.beta, loss_type=d.loss_type, max_length=d.max_length)
-    tokenizer.padding_side = "right"
     return DPOTrainer(model=load_causal_lm(sft), ref_model=load_causal_lm(sft), args=args,
-                      train_dataset=Dataset.from_list(to_trl_pairs(records)), processing_class=tokenizer,
+                      train_dataset=Dataset.from_list(to_trl_pairs(records)), processing_class=right_padded(tokenizer),
                       callbacks=list(callbacks))
 
 
@@ -91,7 +90,6 @@ def run_dpo(cfg: Config, tokenizer) -> tuple[torch.nn.Module, list[dict]]:
     trainer = build_dpo_trainer(cfg.dpo, cfg.seed, SFT, tokenizer, read_jsonl(CLEAN / "preferences.train.jsonl"),
                                 WORK, [StageLog("align")])
     hf_trainers.train(trainer, "align", WORK, hf_trainers.fingerprint(cfg, SFT, CLEAN / "preferences.train.jsonl"))
-    tokenizer.padding_side = "left"
     return trainer.model, hf_trainers.logged_rows(trainer, "loss")
 
 
@@ -200,7 +198,6 @@ def run_grpo(cfg: Config, tokenizer) -> tuple[torch.nn.Module, list[dict]]:
     args = GRPOConfig(**g.trl_args(WORK, cfg.seed), num_generations=g.num_generations,
                       max_completion_length=g.max_completion_length, beta=g.beta, temperature=g.temperature,
                       loss_type=g.loss_type, reward_weights=weights)
-    tokenizer.padding_side = "left"
     trainer = GRPOTrainer(model=load_causal_lm(SFT), reward_funcs=rewards, args=args, train_dataset=ds,
                           processing_class=tokenizer, callbacks=[StageLog("align")])
     hf_trainers.train(trainer, "align", WORK, hf_trainers.fingerprint(cfg, SFT, CLEAN / "instructions.train.jsonl"))

@@ -19,7 +19,7 @@ from core import runtime, tracking
 from core import hf_trainers
 from core.hf_trainers import LoraSettings, StageLog, TrainerSettings, to_trl_pairs
 from core.io import read_jsonl, write_json, weight_bytes
-from core.lm import load_pretrained, load_tokenizer, reward_scores
+from core.lm import load_pretrained, load_tokenizer, reward_scores, right_padded
 from tasks import TaskConfig, load_task
 
 CLEAN = Path("data/clean")
@@ -77,7 +77,6 @@ def build_trainer(cfg: Config, base: Path, tokenizer, records: list[dict], work_
     from transformers import AutoModelForSequenceClassification
     from trl import RewardConfig, RewardTrainer
 
-    tokenizer.padding_side = "right"
     model = load_pretrained(AutoModelForSequenceClassification, base, "SFT model", num_labels=1)
     model.config.pad_token_id = tokenizer.pad_token_id
     if cfg.lora:
@@ -85,7 +84,7 @@ def build_trainer(cfg: Config, base: Path, tokenizer, records: list[dict], work_
     args = RewardConfig(**cfg.trl_args(work_dir, cfg.seed), max_length=cfg.max_length,
                         center_rewards_coefficient=cfg.center_rewards_coefficient)
     trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(to_trl_pairs(records)),
-                            processing_class=tokenizer, callbacks=list(callbacks),
+                            processing_class=right_padded(tokenizer), callbacks=list(callbacks),
                             peft_config=cfg.lora.peft_config("SEQ_CLS") if cfg.lora else None)
     return model, trainer
 

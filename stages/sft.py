@@ -26,7 +26,7 @@ from core.hf_trainers import StageLog, TrainerSettings
 from core.hf_trainers import LoraSettings as BaseLora
 from core.io import read_jsonl, write_json, weight_bytes
 from core.io import read_texts
-from core.lm import SPECIAL_TOKENS, load_causal_lm, load_tokenizer, mean_nll, pack
+from core.lm import SPECIAL_TOKENS, load_causal_lm, load_tokenizer, mean_nll, pack, right_padded
 
 CLEAN = Path("data/clean")
 BASE = Path("artifacts/domain")
@@ -93,7 +93,6 @@ def build_trainer(cfg: Config, model, tokenizer, records: list[dict], work_dir: 
     cfg.lora.check(model, "sft.lora")
     if cfg.init_chat_rows == "mean":
         mean_init_rows(model, token_rows(tokenizer, CHAT_TOKENS))
-    tokenizer.padding_side = "right"
     args = SFTConfig(**cfg.trl_args(work_dir, cfg.seed), max_length=cfg.max_length,
                      completion_only_loss=cfg.completion_only_loss, packing=cfg.packing)
     rows = to_prompt_completion(records)
@@ -102,7 +101,7 @@ def build_trainer(cfg: Config, model, tokenizer, records: list[dict], work_dir: 
         n = round(len(records) * cfg.replay_fraction / (1 - cfg.replay_fraction))
         rows = rows + replay_rows(list(replay), n, cfg.seed)
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
-                         processing_class=tokenizer, peft_config=cfg.lora.peft_config("CAUSAL_LM"),
+                         processing_class=right_padded(tokenizer), peft_config=cfg.lora.peft_config("CAUSAL_LM"),
                          callbacks=list(callbacks))
     if cfg.lora.trainable_tokens is not None:
         train_only_rows(trainer.model, token_rows(tokenizer, cfg.lora.trainable_tokens), len(tokenizer))
