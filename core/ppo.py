@@ -146,7 +146,7 @@ class PPOTrainer:
                  log_fn: Callable[[dict, int], None] | None = None,
                  gold_fn: Callable[[list[list[dict]], list[str], list[str]], list[float]] | None = None):
         self.policy, self.reference, self.value_model = policy, reference, value_model
-        self.tokenizer, self.score_fn, self.s = tokenizer, score_fn, settings
+        self.tokenizer, self.score_fn, self.settings = tokenizer, score_fn, settings
         self.log_fn = log_fn or (lambda row, step: None)
         self.gold_fn = gold_fn
         for model in (policy, reference, value_model):
@@ -161,9 +161,10 @@ class PPOTrainer:
 
     @torch.no_grad()
     def rollout(self, prompts: Sequence[list[dict]]) -> dict:
-        s, tok = self.s, self.tokenizer
+        cfg, tok = self.settings, self.tokenizer
         (ids, attn), = list(prompt_batches(tok, prompts, len(prompts), self.policy.device))
-        seq = sample_tokens(self.policy, ids, attn, s.max_new_tokens, tok.eos_token_id, True, s.temperature, self.gen)
+        seq = sample_tokens(self.policy, ids, attn, cfg.max_new_tokens, tok.eos_token_id, True, cfg.temperature,
+                            self.gen)
         start = ids.shape[1]
         response = seq[:, start:]
         # answer mask: every token up to and including the first eos
@@ -175,44 +176,45 @@ class PPOTrainer:
         pos = (full_attn.cumsum(-1) - 1).clamp(min=0)
         self.policy.eval()
         self.value_model.eval()
-        logprobs = token_logprobs(self.policy, seq, full_attn, pos, start, s.temperature)
-        ref_logprobs = token_logprobs(self.reference, seq, full_attn, pos, start, s.temperature)
+        logprobs = token_logprobs(self.policy, seq, full_attn, pos, start, cfg.temperature)
+        ref_logprobs = token_logprobs(self.reference, seq, full_attn, pos, start, cfg.temperature)
         values = token_values(self.value_model, seq, full_attn, pos, start)
         texts = decode_responses(tok, response)
         scores = torch.tensor(self.score_fn(list(prompts), texts), dtype=torch.float32, device=seq.device)
-        scores = scores - self.s.missing_eos_penalty * (~finished).float()
+        scores = scores - self.settings.missing_eos_penalty * (~finished).float()
         return dict(seq=seq, attn=full_attn, pos=pos, start=start, mask=mask, logprobs=logprobs,
                     ref_logprobs=ref_logprobs, values=values, scores=scores, texts=texts, finished=finished)
 
     def step(self, prompts: Sequence[list[dict]], step: int, references: Sequence[str] | None = None) -> dict:
-        s = self.s
+        cfg = self.settings
         batch = self.rollout(prompts)
         mask = batch["mask"]
         rewards, kl = kl_penalised_rewards(batch["logprobs"], batch["ref_logprobs"], batch["scores"], mask,
                                            self.kl.value)
-        advantages, returns = gae(rewards, batch["values"], mask, s.gamma, s.lam)
+        advantages, returns = gae(rewards, batch["values"], mask, cfg.gamma, cfg.lam)
         advantages = masked_whiten(advantages, mask)
         stats: dict[str, list[float]] = {k: [] for k in ("pg_loss", "vf_loss", "pg_clipfrac", "vf_clipfrac", "approxkl")}
         self.policy.train()
         self.value_model.train()
         n = len(prompts)
-        for _ in range(s.ppo_epochs):
+        for _ in range(cfg.ppo_epochs):
             order = list(range(n))
             self.rng.shuffle(order)
-            for i in range(0, n, s.mini_batch_size):
-                idx = torch.tensor(order[i:i + s.mini_batch_size], device=mask.device)
+            for i in range(0, n, cfg.mini_batch_size):
+                idx = torch.tensor(order[i:i + cfg.mini_batch_size], device=mask.device)
                 seq, attn, pos, m = batch["seq"][idx], batch["attn"][idx], batch["pos"][idx], mask[idx]
-                new_lp = token_logprobs(self.policy, seq, attn, pos, batch["start"], s.temperature)
+                new_lp = token_logprobs(self.policy, seq, attn, pos, batch["start"], cfg.temperature)
                 new_v = token_values(self.value_model, seq, attn, pos, batch["start"])
-                pg_loss, pg_clip = clipped_policy_loss(new_lp, batch["logprobs"][idx], advantages[idx], m, s.cliprange)
-                vf_loss, vf_clip = clipped_value_loss(new_v, batch["values"][idx], returns[idx], m, s.cliprange_value)
-                loss = pg_loss + s.vf_coef * vf_loss
+                pg_loss, pg_clip = clipped_policy_loss(new_lp, batch["logprobs"][idx], advantages[idx], m,
+                                                       cfg.cliprange)
+                vf_loss, vf_clip = clipped_value_loss(new_v, batch["values"][idx], returns[idx], m, cfg.cliprange_value)
+                loss = pg_loss + cfg.vf_coef * vf_loss
                 if not torch.isfinite(loss):
                     raise LifecycleError(f"PPO loss is {loss.item()} at step {step}; lower align.ppo.lr (the last "
                                          "good checkpoint, if any, is kept)")
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_([p for g in self.opt.param_groups for p in g["params"]], s.grad_clip)
+                torch.nn.utils.clip_grad_norm_([p for g in self.opt.param_groups for p in g["params"]], cfg.grad_clip)
                 self.opt.step()
                 with torch.no_grad():
                     stats["approxkl"].append(masked_mean(0.5 * (new_lp - batch["logprobs"][idx]) ** 2, m).item())
@@ -234,7 +236,7 @@ class PPOTrainer:
         }
         if self.gold_fn is not None and references is not None:
             row["objective/gold"] = _avg(self.gold_fn(list(prompts), batch["texts"], list(references)))
-        if s.adaptive_kl:
+        if cfg.adaptive_kl:
             self.kl.update(mean_kl, n)
         self.log_fn(row, step)
         return row
@@ -243,17 +245,17 @@ class PPOTrainer:
               fingerprint: str = "", references: Sequence[str] | None = None) -> list[dict]:
         """All rounds; with `checkpoint_dir` and `checkpoint_every`, resumable after a kill on the same curve.
         `references` (one per prompt) lets `gold_fn` score each update's answers."""
-        every = self.s.checkpoint_every if checkpoint_dir else 0
+        every = self.settings.checkpoint_every if checkpoint_dir else 0
         history = self.load(checkpoint_dir, fingerprint) if every else []
         if history:
             print(f"ppo: resumed from {checkpoint_dir / 'last'} at step {len(history)}", flush=True)
-        for step in tqdm(range(len(history) + 1, self.s.steps + 1), desc="ppo", mininterval=2.0,
-                         initial=len(history), total=self.s.steps):
-            picks = [self.rng.randrange(len(prompts)) for _ in range(self.s.batch_size)]
+        for step in tqdm(range(len(history) + 1, self.settings.steps + 1), desc="ppo", mininterval=2.0,
+                         initial=len(history), total=self.settings.steps):
+            picks = [self.rng.randrange(len(prompts)) for _ in range(self.settings.batch_size)]
             row = self.step([prompts[i] for i in picks], step,
                             [references[i] for i in picks] if references is not None else None)
             history.append({"step": step, **row})
-            if every and step % every == 0 and step < self.s.steps:
+            if every and step % every == 0 and step < self.settings.steps:
                 self.save(checkpoint_dir, history, fingerprint)
                 print(f"ppo: checkpoint at step {step} in {checkpoint_dir / 'last'}", flush=True)
         return history

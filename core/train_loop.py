@@ -30,8 +30,8 @@ from core.metrics import bits_per_byte
 
 STATE = "trainer_state.pt"
 CHECKPOINT_FORMAT = 2  # full state dicts from torch.distributed.checkpoint (parameter names as keys)
-# how the run is spread over processes: not part of what a checkpoint must match to be resumed
-LAYOUT = {"processes", "strategy"}
+# settings a checkpoint resumes across (how the run is spread over processes): left out of its fingerprint
+RESUMABLE_ACROSS = {"processes", "strategy"}
 
 
 class TrainSettings(StageConfig):

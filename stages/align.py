@@ -179,25 +179,25 @@ def run_grpo(cfg: Config, tokenizer) -> tuple[torch.nn.Module, list[dict]]:
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
-    g = cfg.grpo
-    if g.batch_size % g.num_generations:
-        raise ConfigError(f"align.grpo.batch_size ({g.batch_size}) must be a multiple of num_generations "
-                          f"({g.num_generations})")
+    grpo = cfg.grpo
+    if grpo.batch_size % grpo.num_generations:
+        raise ConfigError(f"align.grpo.batch_size ({grpo.batch_size}) must be a multiple of num_generations "
+                          f"({grpo.num_generations})")
     task = load_task(cfg.task)
     records = read_jsonl(CLEAN / "instructions.train.jsonl")
     check_fit(task, records, str(CLEAN / "instructions.train.jsonl"))
     ds = Dataset.from_list([{"prompt": task.prompt(r), "reference": task.reference(r)} for r in records])
     rewards = task_rewards(task)
-    rewards = rewards if len(rewards) == 2 and g.format_weight else rewards[:1]
-    weights = [1.0, g.format_weight][: len(rewards)]
-    if g.reward_model_weight:
+    rewards = rewards if len(rewards) == 2 and grpo.format_weight else rewards[:1]
+    weights = [1.0, grpo.format_weight][: len(rewards)]
+    if grpo.reward_model_weight:
         rewards.append(proxy_reward(tokenizer))
-        weights.append(g.reward_model_weight)
+        weights.append(grpo.reward_model_weight)
     rewards.append(gold_reward(task))
     weights.append(0.0)
-    args = GRPOConfig(**g.trl_args(WORK, cfg.seed), num_generations=g.num_generations,
-                      max_completion_length=g.max_completion_length, beta=g.beta, temperature=g.temperature,
-                      loss_type=g.loss_type, reward_weights=weights)
+    args = GRPOConfig(**grpo.trl_args(WORK, cfg.seed), num_generations=grpo.num_generations,
+                      max_completion_length=grpo.max_completion_length, beta=grpo.beta, temperature=grpo.temperature,
+                      loss_type=grpo.loss_type, reward_weights=weights)
     trainer = GRPOTrainer(model=load_causal_lm(SFT), reward_funcs=rewards, args=args, train_dataset=ds,
                           processing_class=tokenizer, callbacks=[StageLog("align")])
     hf_trainers.train(trainer, "align", WORK, hf_trainers.fingerprint(cfg, SFT, CLEAN / "instructions.train.jsonl"))

@@ -20,7 +20,7 @@ from core.io import read_texts, write_json
 from core.lm import bytes_per_token, load_causal_lm, load_tokenizer, mean_nll, pack, same_tokenizer
 from core.metrics import bits_per_byte
 from core.tokens import TOKENS, Blocks, Sampler
-from core.train_loop import LAYOUT, TrainSettings, clear_checkpoints, save_model, train
+from core.train_loop import RESUMABLE_ACROSS, TrainSettings, clear_checkpoints, save_model, train
 
 CLEAN = Path("data/clean")
 BASE = Path("artifacts/pretrain")
@@ -75,7 +75,7 @@ def run(cfg: Config) -> dict:
             parts.append(general_train[general_sampler.indices(step)])
         return torch.cat(parts)
 
-    fingerprint = json.dumps([cfg.model_dump(exclude={"train": LAYOUT}), len(tokenizer), len(domain_train),
+    fingerprint = json.dumps([cfg.model_dump(exclude={"train": RESUMABLE_ACROSS}), len(tokenizer), len(domain_train),
                               len(general_train), int(domain_train[0].sum()), before])
     bpt = {name: bytes_per_token(tokenizer, read_texts(CLEAN / name / "heldout")) for name in val}
     history = train(model, next_batch, val, cfg.train, cfg.seed, CHECKPOINTS, f"domain ({cfg.mode})", fingerprint,

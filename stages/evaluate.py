@@ -22,7 +22,7 @@ from typing import ClassVar
 import torch
 from pydantic import Field
 
-from core import metrics as m, runtime, tracking
+from core import metrics as measures, runtime, tracking
 from core.config import StageConfig
 from core.io import atomic_dir, read_jsonl, read_texts, write_json, write_jsonl
 from core.lm import (answer_logprob, bytes_per_token, generate, load_causal_lm, load_pretrained, load_tokenizer,
@@ -75,13 +75,13 @@ def run(cfg: Config) -> dict:
         scores[name] = torch.tensor(reward_scores(reward_model, tokenizer, prompts, answers[name], cfg.batch_size))
         nll = {corpus: mean_nll(model, blocks, cfg.batch_size) for corpus, blocks in held.items()}
         gold = [task.gold(a, ref, p) for a, ref, p in zip(answers[name], references, prompts)]
-        low, high = m.bootstrap_ci(gold, resamples=cfg.bootstrap_resamples, seed=cfg.seed)
+        low, high = measures.bootstrap_ci(gold, resamples=cfg.bootstrap_resamples, seed=cfg.seed)
         metrics[name] = {
             **{f"ppl_{c}": math.exp(v) for c, v in nll.items()},
-            **{f"bpb_{c}": m.bits_per_byte(v, byte_rate[c]) for c, v in nll.items()},
+            **{f"bpb_{c}": measures.bits_per_byte(v, byte_rate[c]) for c, v in nll.items()},
             **task.metrics(answers[name], references, prompts),
-            "distinct_1": m.distinct_n(answers[name], 1),
-            "distinct_2": m.distinct_n(answers[name], 2),
+            "distinct_1": measures.distinct_n(answers[name], 1),
+            "distinct_2": measures.distinct_n(answers[name], 2),
             "gold_score": sum(gold) / len(gold), "gold_score_ci": [low, high],
             "reward_score": scores[name].mean().item(),
             "reference_logprob": sum(answer_logprob(model, tokenizer, prompts, references, cfg.batch_size))
@@ -91,8 +91,8 @@ def run(cfg: Config) -> dict:
             sft = load_causal_lm(MODELS["sft"]).to(dev).eval()
             kls = sampled_kl(model, sft, tokenizer, prompts[: cfg.kl_prompts], cfg.kl_samples, cfg.max_new_tokens,
                              cfg.batch_size, cfg.seed)
-            metrics[name]["kl_to_sft"], metrics[name]["kl_to_sft_se"] = m.mean_and_se(kls)
-            metrics[name]["win_rate_vs_sft"] = m.win_rate(scores["aligned"].tolist(), scores["sft"].tolist())
+            metrics[name]["kl_to_sft"], metrics[name]["kl_to_sft_se"] = measures.mean_and_se(kls)
+            metrics[name]["win_rate_vs_sft"] = measures.win_rate(scores["aligned"].tolist(), scores["sft"].tolist())
         tracking.log_metrics({f"{name}.{k}": v for k, v in metrics[name].items()})
     with atomic_dir(OUT_DIR) as tmp:
         write_jsonl(tmp / "samples.jsonl", [

@@ -21,7 +21,7 @@ from core.lm import (bytes_per_token, conversation_text, load_causal_lm, load_to
                      same_tokenizer)
 from core.metrics import bits_per_byte
 from core.tokens import TOKENS, Blocks, Sampler
-from core.train_loop import LAYOUT, TrainSettings, clear_checkpoints, save_model, train
+from core.train_loop import RESUMABLE_ACROSS, TrainSettings, clear_checkpoints, save_model, train
 
 CLEAN = Path("data/clean")
 TOKENIZER = Path("artifacts/tokenizer")
@@ -82,17 +82,17 @@ class Config(StageConfig):
 def build_model(cfg: Config, tokenizer):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    m = cfg.model.resolved()
-    if m["hidden_size"] % m["heads"] or m["heads"] % m["kv_heads"]:
-        raise ConfigError(f"pretrain.model: hidden_size ({m['hidden_size']}) must divide into heads ({m['heads']}), "
-                          f"and heads into kv_heads ({m['kv_heads']})")
-    if cfg.seq_len > m["max_seq_len"]:
-        raise ConfigError(f"pretrain.seq_len ({cfg.seq_len}) exceeds model.max_seq_len ({m['max_seq_len']})")
+    shape = cfg.model.resolved()
+    if shape["hidden_size"] % shape["heads"] or shape["heads"] % shape["kv_heads"]:
+        raise ConfigError(f"pretrain.model: hidden_size ({shape['hidden_size']}) must divide into heads "
+                          f"({shape['heads']}), and heads into kv_heads ({shape['kv_heads']})")
+    if cfg.seq_len > shape["max_seq_len"]:
+        raise ConfigError(f"pretrain.seq_len ({cfg.seq_len}) exceeds model.max_seq_len ({shape['max_seq_len']})")
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=m["hidden_size"], num_hidden_layers=m["layers"],
-        num_attention_heads=m["heads"], num_key_value_heads=m["kv_heads"],
-        intermediate_size=int(m["hidden_size"] * cfg.model.mlp_ratio // 16 * 16),
-        max_position_embeddings=m["max_seq_len"], tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer), hidden_size=shape["hidden_size"], num_hidden_layers=shape["layers"],
+        num_attention_heads=shape["heads"], num_key_value_heads=shape["kv_heads"],
+        intermediate_size=int(shape["hidden_size"] * cfg.model.mlp_ratio // 16 * 16),
+        max_position_embeddings=shape["max_seq_len"], tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id, bos_token_id=None, attn_implementation="sdpa")
     return LlamaForCausalLM(config)
 
@@ -158,8 +158,8 @@ def run(cfg: Config) -> dict:
             return torch.cat([batch, mix_blocks[mix_sampler.indices(step)]]) if n_mix else batch
 
         # a checkpoint is resumed only by the same run: same config, tokenizer and data
-        fingerprint = json.dumps([cfg.model_dump(exclude={"train": LAYOUT}), len(tokenizer), len(train_blocks),
-                                  int(train_blocks[0].sum())])
+        fingerprint = json.dumps([cfg.model_dump(exclude={"train": RESUMABLE_ACROSS}), len(tokenizer),
+                                  len(train_blocks), int(train_blocks[0].sum())])
         history = train(model, next_batch, {"general": val_blocks}, settings, cfg.seed, CHECKPOINTS, "pretrain",
                         fingerprint, {"general": val_bpt})
         last = {k: v for r in history for k, v in r.items()}  # the latest value of every key

@@ -1,8 +1,11 @@
 """One pipeline run per checkout: a second `lifecycle run` fails with a clear message; a killed run takes its
-stage processes with it, releases the lock, and its MLflow runs end FAILED at the next run."""
+stage processes with it, releases the lock, its MLflow runs end FAILED at the next run, and that run resumes the
+killed stage from its checkpoint."""
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,7 +16,7 @@ import pytest
 
 from core.errors import LifecycleError
 from pipelines.lifecycle import exclusive
-from tests.micro import MICRO, lifecycle, make_project
+from tests.micro import MICRO, kill_at_checkpoint, lifecycle, make_project
 
 HOLD = ("import sys, time; from pathlib import Path; from pipelines.lifecycle import exclusive\n"
         "with exclusive(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(600)")
@@ -53,31 +56,38 @@ def stage_processes(project):
     return found
 
 
-def test_a_killed_run_leaves_no_stage_running_and_the_next_run_completes(tmp_path):
+def test_a_run_killed_mid_training_stops_its_stages_and_the_next_run_resumes_with_dvc_clean(tmp_path):
+    """The path users take: `lifecycle run` killed while pretrain trains; the kill takes dvc and the stage with it,
+    the next `lifecycle run` resumes pretrain from its checkpoint and leaves DVC with nothing stale."""
     project = make_project(tmp_path / "project")
-    sets = [a for s in MICRO for a in ("--set", s)]
+    sets = [a for s in [*MICRO, "pretrain.train.steps=200", "pretrain.train.eval_every=100"] for a in ("--set", s)]
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow' / 'mlflow.db'}",
            "PREFECT_HOME": str(project / ".prefect"), "LIFECYCLE_THREADS": "1"}
-    first = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "run", "--target", "tokenizer", *sets],
-                             cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "run", "--target", "pretrain", *sets],
+                             cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     deadline = time.monotonic() + 180
     while not stage_processes(project):
         assert first.poll() is None and time.monotonic() < deadline, "no stage started"
         time.sleep(0.2)
     # while it runs, a second run is refused and changes nothing
-    second = lifecycle(project, "run", "--target", "tokenizer", check=False)
+    second = lifecycle(project, "run", "--target", "pretrain", check=False)
     assert second.returncode == 2 and "another pipeline run holds" in second.stderr, second.stderr[-2000:]
 
-    first.send_signal(signal.SIGKILL)
-    first.wait()
+    killed_at = kill_at_checkpoint(first, 2)  # the flow itself, at pretrain's first checkpoint
     deadline = time.monotonic() + 60
     while stage_processes(project):  # dvc gets SIGTERM from the kernel, the stage from dvc's death
         assert time.monotonic() < deadline, [p.info["cmdline"] for p in stage_processes(project)]
         time.sleep(0.5)
+    assert not (project / "metrics" / "pretrain.json").exists()
 
-    lifecycle(project, "run", "--target", "tokenizer", *sets)
-    assert (project / "artifacts" / "tokenizer" / "tokenizer.json").exists()
+    resumed = lifecycle(project, "run", "--target", "pretrain", *sets)
+    found = re.search(r"pretrain: resumed from \S+ at step (\d+)", resumed.stdout)
+    assert found and killed_at <= int(found.group(1)) < 200, resumed.stdout[-3000:]
+    assert json.loads((project / "metrics" / "pretrain.json").read_text())["train_tokens"] == 200 * 4 * 128
     assert not [p for p in project.rglob("*.tmp-*") if ".dvc" not in p.parts]  # no partial output left behind
+    status = subprocess.run([sys.executable, "-m", "dvc", "status", "--json", "pretrain"], cwd=project, env=env,
+                            capture_output=True, text=True)
+    assert status.returncode == 0 and json.loads(status.stdout) == {}, status.stdout  # nothing stale
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
