@@ -1,6 +1,7 @@
 """Model helpers shared by stages: chat formatting, generation, perplexity, reward scores, KL."""
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Sequence
 
@@ -45,8 +46,6 @@ def load_tokenizer(path: str | Path):
 def right_padded(tokenizer):
     """A copy padding on the right, for TRL's trainers (their collators and losses expect it); the stage's own
     tokenizer stays left-padded for generation, so nothing has to be flipped back."""
-    import copy
-
     tok = copy.deepcopy(tokenizer)
     tok.padding_side = "right"
     return tok

@@ -1,6 +1,7 @@
 """Child processes that do not outlive their parent (Linux): a killed flow must not leave a stage training."""
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import sys
@@ -15,8 +16,6 @@ def die_with_parent(sig: int = signal.SIGTERM) -> None:
     """Ask the kernel to send `sig` to this process when its parent dies (kept across exec). No-op off Linux."""
     if not sys.platform.startswith("linux"):
         return
-    import ctypes
-
     parent = os.getppid()
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
     if os.getppid() != parent:  # the parent died before the request took effect

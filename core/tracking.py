@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import re
+import socket
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -89,8 +90,6 @@ def stage_run(stage: str, params: dict) -> Iterator[object]:
 
 
 def owner_tags() -> dict[str, str]:
-    import socket
-
     return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
 
 
@@ -107,8 +106,6 @@ def _alive(pid: int) -> bool:
 def end_orphaned_runs(experiment_id: str) -> list[str]:
     """End as FAILED the runs this machine left RUNNING when a process died without closing them (SIGKILL,
     out of memory, power loss). An exception or SIGTERM closes a run as FAILED on its own (core.stage)."""
-    import socket
-
     from mlflow import MlflowClient
 
     client = MlflowClient()

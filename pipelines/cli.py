@@ -5,6 +5,7 @@ import argparse
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 
 def _quiet_defaults() -> None:
@@ -92,8 +93,6 @@ def main(argv: list[str] | None = None) -> None:
 
             print(comparison.render(comparison.pipeline_runs(args.last)), end="")
         elif args.command == "harness":
-            from pathlib import Path
-
             from pipelines import harness as lm_harness
 
             results = lm_harness.run(Path(args.model), [t for t in args.tasks.split(",") if t],

@@ -6,6 +6,8 @@ no child run), so a parent run alone describes what that pipeline run produced.
 """
 from __future__ import annotations
 
+import datetime
+
 from core import tracking
 
 HEADLINE = [  # (metric, column)
@@ -41,8 +43,6 @@ def differing_params(rows: list[dict]) -> list[str]:
 
 
 def render(rows: list[dict]) -> str:
-    import datetime
-
     if not rows:
         return "no finished pipeline runs in MLflow yet (run `lifecycle run` first)\n"
     diff = differing_params(rows)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -143,8 +144,6 @@ def environment() -> list[str]:
             return version(name)
         except PackageNotFoundError:
             return "-"
-
-    import os
 
     device = "cpu"
     try:

@@ -104,15 +104,13 @@ def learning_rate(cfg: Config, model) -> float:
 
 def load_init(cfg: Config, tokenizer):
     """The checkpoint's model and its own tokenizer (given the project's special tokens), or ours."""
-    from pathlib import Path as P
-
     from core.lm import adopt_tokenizer
 
-    if not (P(cfg.init_from) / "config.json").is_file():
+    if not (Path(cfg.init_from) / "config.json").is_file():
         raise ConfigError(f"pretrain.init_from: {cfg.init_from} is not a Hugging Face checkpoint directory "
                           "(no config.json there)")
     model = load_causal_lm(cfg.init_from, cfg.trust_remote_code)
-    if (P(cfg.init_from) / "tokenizer.json").exists() or (P(cfg.init_from) / "tokenizer_config.json").exists():
+    if (Path(cfg.init_from) / "tokenizer.json").exists() or (Path(cfg.init_from) / "tokenizer_config.json").exists():
         tokenizer = load_tokenizer(cfg.init_from)
         adopt_tokenizer(tokenizer)
     if model.get_input_embeddings().num_embeddings < len(tokenizer):

@@ -10,6 +10,7 @@ Gate values, bounds and the outcome go to metrics/promote.json and the report ca
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field
@@ -125,8 +126,6 @@ def run(cfg: Config) -> dict:
 
 
 def main() -> None:
-    import os
-
     # the model is local: without this MLflow asks the hub for a model card and license under its path, and
     # offline that costs minutes of retries
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -11,6 +11,8 @@ Saves the adapter (artifacts/sft/adapter) and the merged model (artifacts/sft, l
 """
 from __future__ import annotations
 
+import json
+import math
 import random
 from pathlib import Path
 from typing import Literal
@@ -142,8 +144,6 @@ def token_rows(tokenizer, tokens: list[str]) -> list[int]:
 
 def heldout_ppl(model, tokenizer, seq_len: int, batch_size: int) -> dict[str, float]:
     """Held-out general and domain perplexity (the clean stage's held-out split, as evaluate packs it)."""
-    import math
-
     return {f"ppl_{c}": math.exp(mean_nll(model, pack(tokenizer, read_texts(CLEAN / c / "heldout"), seq_len),
                                           batch_size)) for c in ("general", "domain")}
 
@@ -169,8 +169,6 @@ def load_4bit(path: Path, cfg: Config):
 
 def sort_target_modules(config_file: Path) -> None:
     """PEFT writes target_modules from a set, in hash order: sorted, the adapter is the same bytes every run."""
-    import json
-
     config = json.loads(config_file.read_text(encoding="utf-8"))
     if isinstance(config.get("target_modules"), list):
         config["target_modules"] = sorted(config["target_modules"])
