@@ -39,13 +39,13 @@ def model_of(annotation) -> type[BaseModel] | None:
     return None
 
 
-def commented(node, key: str) -> bool:
+def commented(node, key: str, lines: list[str]) -> bool:
     """A comment on the key's line or right above it, or one above its run of sibling keys that names it."""
     line = node.lc.key(key)[0]
-    if "#" in LINES[line] or LINES[line - 1].lstrip().startswith("#"):
+    if "#" in lines[line] or lines[line - 1].lstrip().startswith("#"):
         return True
-    indent = len(LINES[line]) - len(LINES[line].lstrip())
-    for above in reversed(LINES[:line]):
+    indent = len(lines[line]) - len(lines[line].lstrip())
+    for above in reversed(lines[:line]):
         if above.lstrip().startswith("#"):
             if re.search(rf"\b{key}\b", above):
                 return True
@@ -58,7 +58,7 @@ def plain(value):
     return json.loads(json.dumps(value.model_dump(mode="json") if isinstance(value, BaseModel) else value))
 
 
-def walk(model: type[BaseModel], node, path: str, missing: list, silent: list) -> None:
+def walk(model: type[BaseModel], node, path: str, missing: list, silent: list, lines: list[str] = LINES) -> None:
     for name, field in model.model_fields.items():
         if name in getattr(model, "INCLUDE", ()):
             continue  # a top-level section of its own (data, task)
@@ -67,12 +67,12 @@ def walk(model: type[BaseModel], node, path: str, missing: list, silent: list) -
             continue
         value, sub = node[name], model_of(field.annotation)
         if sub is not None and isinstance(value, dict):
-            walk(sub, value, f"{path}.{name}", missing, silent)
+            walk(sub, value, f"{path}.{name}", missing, silent, lines)
             continue
         default = field.default if field.default_factory is None else field.default_factory()
         if default is PydanticUndefined:
             continue  # required: params.yaml is the only place it is set
-        if plain(default) != plain(value) and not commented(node, name):
+        if plain(default) != plain(value) and not commented(node, name, lines):
             silent.append(f"{path}.{name}: {plain(value)!r} in params.yaml, {plain(default)!r} in the class")
 
 
@@ -92,12 +92,7 @@ def test_the_check_sees_a_missing_field_and_a_silent_departure():
 
     text = "evaluate:\n  seed: 0\n  # kl_prompts: why it differs\n  kl_prompts: 8\n  seq_len: 64\n"
     node = YAML().load(text)["evaluate"]
-    global LINES
-    saved, LINES = LINES, text.splitlines()
-    try:
-        missing, silent = [], []
-        walk(Config, node, "evaluate", missing, silent)
-    finally:
-        LINES = saved
+    missing, silent = [], []
+    walk(Config, node, "evaluate", missing, silent, text.splitlines())
     assert "evaluate.max_new_tokens" in missing and "evaluate.seed" not in missing
     assert silent == ["evaluate.seq_len: 64 in params.yaml, 128 in the class"]
