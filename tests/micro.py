@@ -1,12 +1,27 @@
-"""The micro profile (profiles/micro.yaml): the whole lifecycle in seconds, for tests, in a copy of the project."""
+"""The micro profile (profiles/micro.yaml): the whole lifecycle in seconds, for tests, in a copy of the project.
+
+One micro run per test session (conftest's `micro_run`) is the starting point of most project-level tests:
+they take a `copy_project` of it instead of rebuilding clean, tokenizer and the models.
+"""
 from __future__ import annotations
 
+import atexit
+import contextlib
+import os
+import re
+import signal
+import socket
+import sqlite3
 import shutil
 import subprocess
 import sys
+import tempfile
+import time
+import urllib.request
 from pathlib import Path
 
 from core.config import profile_overrides
+from core.process import die_with_parent
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,11 +43,83 @@ def make_project(dest: Path, scale: float = 0.03) -> Path:
     return dest
 
 
-def lifecycle(project: Path, *args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    import os
+# planted in the session's micro run: test_reproducible looks for them in everything that run wrote
+SECRETS = {
+    "HF_TOKEN": "hf_FAKEtokenForLeakTest0123456789",
+    "AWS_ACCESS_KEY_ID": "AKIAFAKELEAKTEST0000",
+    "AWS_SECRET_ACCESS_KEY": "FAKEawsSecretKeyForLeakTest/abcdef012345",
+    "MLFLOW_TRACKING_PASSWORD": "FAKEmlflowPasswordLeakTest-4242",
+    "OPENAI_API_KEY": "sk-FAKEopenaiKeyLeakTest987654321",
+}
 
+
+def copy_project(src: Path, dest: Path) -> Path:
+    """A copy of a project that ran, as if it had run there: git, DVC's cache and lock, outputs, and its MLflow
+    store, whose absolute artifact locations are moved to the copy (runs there must not write into `src`)."""
+    shutil.copytree(src, dest, symlinks=True)
+    store = dest / "mlflow" / "mlflow.db"
+    if store.exists():
+        db = sqlite3.connect(store)
+        with db:
+            tables = [t for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+            for table in tables:
+                for column in [c[1] for c in db.execute(f'PRAGMA table_info("{table}")') if "CHAR" in c[2].upper()
+                               or "TEXT" in c[2].upper()]:
+                    db.execute(f'UPDATE "{table}" SET "{column}" = REPLACE("{column}", ?, ?) WHERE "{column}" LIKE ?',
+                               (str(src), str(dest), f"%{src}%"))
+        db.close()
+    return dest
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+_PREFECT: dict[str, str] = {}
+
+
+def shared_prefect_api() -> str:
+    """This test process's Prefect API server, started on first use: runs that talk to a running server (as a
+    team's runs do, `lifecycle server`) skip the temporary server each bare `lifecycle run` starts (~5 s)."""
+    if "url" not in _PREFECT:
+        from pipelines.servers import commands
+
+        home = Path(tempfile.mkdtemp(prefix="prefect-api-"))
+        port = _free_port()
+        cmd, extra, health = commands(home, "127.0.0.1", port, _free_port())["prefect"]
+        (home / ".prefect").mkdir()
+        log = open(home / "server.log", "wb")
+        proc = subprocess.Popen(cmd, cwd=home, env={**os.environ, **extra}, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, preexec_fn=die_with_parent)
+
+        @atexit.register
+        def stop() -> None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=20)
+
+        deadline = time.monotonic() + 180
+        while True:
+            with contextlib.suppress(OSError), urllib.request.urlopen(health, timeout=2) as answer:
+                if answer.status == 200:
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the tests' Prefect server did not start:\n{(home / 'server.log').read_text()}")
+            time.sleep(0.5)
+        _PREFECT["url"] = health.removesuffix("/health")
+    return _PREFECT["url"]
+
+
+def lifecycle(project: Path, *args: str, env: dict | None = None, check: bool = True,
+              temporary_server: bool = False) -> subprocess.CompletedProcess:
+    """`lifecycle ARGS` in `project`, against this process's shared Prefect server (or, with `temporary_server`,
+    the one a bare run starts and stops itself, as on a laptop)."""
+    server = {} if temporary_server or args[:1] != ("run",) else {"PREFECT_API_URL": shared_prefect_api()}
     full_env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow' / 'mlflow.db'}",
-                "PREFECT_HOME": str(project / ".prefect"), "LIFECYCLE_THREADS": "2", **(env or {})}
+                "PREFECT_HOME": str(project / ".prefect"), "LIFECYCLE_THREADS": "1", **server, **(env or {})}
     proc = subprocess.run([sys.executable, "-m", "pipelines.cli", *args], cwd=project, env=full_env,
                           capture_output=True, text=True)
     if check and proc.returncode != 0:
@@ -43,8 +130,6 @@ def lifecycle(project: Path, *args: str, env: dict | None = None, check: bool = 
 
 def stage_env(root: Path, **extra: str) -> dict:
     """The environment a test runs one stage of a micro project in (its own MLflow store, one thread)."""
-    import os
-
     return {**os.environ, "PYTHONPATH": str(root), "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'm.db'}",
             "LIFECYCLE_THREADS": "1", **extra}
 
@@ -57,9 +142,6 @@ def start_stage(root: Path, stage: str, **extra: str) -> subprocess.Popen:
 def kill_at_checkpoint(proc: subprocess.Popen, min_step: int, before_kill=None) -> int:
     """Read the stage's output until it reports a checkpoint at or after `min_step`, then SIGKILL it (the
     stage's own process only, as a crash would); return that step. `before_kill(proc)` runs just before."""
-    import re
-    import signal
-
     for line in proc.stdout:
         found = re.search(r"checkpoint at step (\d+)", line)
         if found and int(found.group(1)) >= min_step:

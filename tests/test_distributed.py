@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from core.config import apply_overrides
-from tests.micro import MICRO, kill_at_checkpoint, make_project, stage_env, start_stage
+from tests.micro import MICRO, copy_project, kill_at_checkpoint, stage_env, start_stage
 
 RUN = ["pretrain.train.steps=12", "pretrain.train.log_every=2", "pretrain.train.eval_every=6",
        "pretrain.train.checkpoint_every=4", "pretrain.train.warmup_steps=2", "pretrain.train.grad_accum=2",
@@ -16,13 +16,10 @@ RUN = ["pretrain.train.steps=12", "pretrain.train.log_every=2", "pretrain.train.
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    root = make_project(tmp_path_factory.mktemp("distributed"))
+def project(tmp_path_factory, micro_run):
+    """The session's micro run (clean data, tokenizer) with a 12-step pretrain on two accumulation steps."""
+    root = copy_project(micro_run.root, tmp_path_factory.mktemp("distributed") / "project")
     apply_overrides(root / "params.yaml", MICRO + RUN)
-    for stage in ("clean", "tokenizer"):
-        proc = stage_proc(root, stage)
-        proc.communicate()
-        assert proc.returncode == 0
     return root
 
 

@@ -7,16 +7,15 @@ import time
 import pytest
 from ruamel.yaml import YAML
 
-from tests.micro import lifecycle, make_project
+from tests.micro import copy_project, lifecycle
 
 STAGES = ["clean", "tokenizer", "pretrain", "domain", "sft", "reward", "align", "evaluate", "promote"]
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    root = make_project(tmp_path_factory.mktemp("e2e"))
-    first = lifecycle(root, "run", "--profile", "micro")  # as a user runs it
-    return root, first
+def project(tmp_path_factory, micro_run):
+    """A copy of the session's micro run (`lifecycle run --profile micro`, as a user runs it); later runs here."""
+    return copy_project(micro_run.root, tmp_path_factory.mktemp("e2e") / "project"), micro_run
 
 
 def children(root, parent_id):
@@ -130,19 +129,6 @@ def test_second_repro_is_a_noop(project):
     assert time.perf_counter() - start < 30  # generous for CI; the demo's is reported in the notes
 
 
-def test_ppo_is_one_set_away_and_only_reruns_what_changed(project):
-    root, _ = project
-    lifecycle(root, "run", "--set", "align.method=ppo")
-    timings = json.loads((root / "reports" / "timings.json").read_text())
-    status = {s["stage"]: s["status"] for s in timings["stages"]}
-    assert status == {**{s: "skipped" for s in STAGES[:6]}, "align": "ran", "evaluate": "ran", "promote": "ran"}
-    align = json.loads((root / "metrics" / "align.json").read_text())
-    assert align["method"] == "ppo"
-    assert {"objective/kl", "objective/scores", "policy/clipfrac_avg", "loss/value_avg"} <= set(align)
-    lock = YAML(typ="safe").load((root / "dvc.lock").read_text())
-    assert lock["stages"]["align"]["params"]["params.yaml"]["align"]["method"] == "ppo"
-
-
 def test_bad_override_fails_cleanly(project):
     root, _ = project
     before = (root / "params.yaml").read_text()
@@ -167,14 +153,22 @@ def test_grpo_runs_with_the_verifiable_reward(project):
     assert [r["step"] for r in rows] == [1, 2]
 
 
-def test_compare_shows_the_last_two_runs_side_by_side_with_their_differences(project):
-    """Two runs of its own (any earlier test's runs may come before), each row checked against the metrics
-    files that run wrote."""
+def test_ppo_is_one_set_away_and_compare_shows_it_beside_the_next_dpo_run(project):
+    """`--set align.method=ppo` reruns align and what follows it only; then a DPO run, and `lifecycle compare`
+    shows these two runs (any earlier test's runs come before), each row checked against that run's metrics."""
     root, _ = project
-    accuracy = {}
-    for method in ("ppo", "dpo"):
-        lifecycle(root, "run", "--set", f"align.method={method}")
-        accuracy[method] = json.loads((root / "metrics" / "evaluate.json").read_text())["aligned"]["task_accuracy"]
+    lifecycle(root, "run", "--set", "align.method=ppo")
+    timings = json.loads((root / "reports" / "timings.json").read_text())
+    status = {s["stage"]: s["status"] for s in timings["stages"]}
+    assert status == {**{s: "skipped" for s in STAGES[:6]}, "align": "ran", "evaluate": "ran", "promote": "ran"}
+    align = json.loads((root / "metrics" / "align.json").read_text())
+    assert align["method"] == "ppo"
+    assert {"objective/kl", "objective/scores", "policy/clipfrac_avg", "loss/value_avg"} <= set(align)
+    lock = YAML(typ="safe").load((root / "dvc.lock").read_text())
+    assert lock["stages"]["align"]["params"]["params.yaml"]["align"]["method"] == "ppo"
+    accuracy = {"ppo": json.loads((root / "metrics" / "evaluate.json").read_text())["aligned"]["task_accuracy"]}
+    lifecycle(root, "run", "--set", "align.method=dpo")
+    accuracy["dpo"] = json.loads((root / "metrics" / "evaluate.json").read_text())["aligned"]["task_accuracy"]
     out = lifecycle(root, "compare", "--last", "2").stdout
     header, _, first, second = out.splitlines()[:4]
     columns = [c.strip() for c in header.strip("|").split("|")]

@@ -16,7 +16,7 @@ import pytest
 
 from core.errors import LifecycleError
 from pipelines.lifecycle import exclusive
-from tests.micro import MICRO, kill_at_checkpoint, lifecycle, make_project
+from tests.micro import MICRO, copy_project, kill_at_checkpoint, lifecycle
 
 HOLD = ("import sys, time; from pathlib import Path; from pipelines.lifecycle import exclusive\n"
         "with exclusive(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(600)")
@@ -56,10 +56,11 @@ def stage_processes(project):
     return found
 
 
-def test_a_run_killed_mid_training_stops_its_stages_and_the_next_run_resumes_with_dvc_clean(tmp_path):
-    """The path users take: `lifecycle run` killed while pretrain trains; the kill takes dvc and the stage with it,
-    the next `lifecycle run` resumes pretrain from its checkpoint and leaves DVC with nothing stale."""
-    project = make_project(tmp_path / "project")
+def test_a_run_killed_mid_training_stops_its_stages_and_the_next_run_resumes_with_dvc_clean(micro_run, tmp_path):
+    """The path users take: `lifecycle run` (its own temporary Prefect server) killed while pretrain trains; the
+    kill takes dvc and the stage with it, the next `lifecycle run` resumes pretrain from its checkpoint and leaves
+    DVC with nothing stale. In a copy of the session's micro run: a longer pretrain makes it stale."""
+    project = copy_project(micro_run.root, tmp_path / "project")
     sets = [a for s in [*MICRO, "pretrain.train.steps=200", "pretrain.train.eval_every=100"] for a in ("--set", s)]
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow' / 'mlflow.db'}",
            "PREFECT_HOME": str(project / ".prefect"), "LIFECYCLE_THREADS": "1"}
@@ -70,7 +71,7 @@ def test_a_run_killed_mid_training_stops_its_stages_and_the_next_run_resumes_wit
         assert first.poll() is None and time.monotonic() < deadline, "no stage started"
         time.sleep(0.2)
     # while it runs, a second run is refused and changes nothing
-    second = lifecycle(project, "run", "--target", "pretrain", check=False)
+    second = lifecycle(project, "run", "--target", "pretrain", check=False, temporary_server=True)
     assert second.returncode == 2 and "another pipeline run holds" in second.stderr, second.stderr[-2000:]
 
     killed_at = kill_at_checkpoint(first, 2)  # the flow itself, at pretrain's first checkpoint
@@ -103,4 +104,5 @@ def test_a_run_killed_mid_training_stops_its_stages_and_the_next_run_resumes_wit
                               order_by=["start_time ASC"])
     assert "RUNNING" not in {r.info.status for r in runs}
     parents = [r for r in runs if r.data.tags.get("pipeline") == "lifecycle"]
-    assert [r.info.status for r in parents] == ["FAILED", "FINISHED"]  # the killed flow's run, ended by the next
+    # the copied micro run's, the killed flow's (ended by the next run), the next run's
+    assert [r.info.status for r in parents] == ["FINISHED", "FAILED", "FINISHED"]

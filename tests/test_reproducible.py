@@ -1,21 +1,16 @@
 """Two clean runs of the micro pipeline give the same bytes (every dvc.lock output hash, every metrics file), and
 secrets planted in the environment of one of them appear nowhere: not in the MLflow store or its artifacts,
-not in Prefect's store, not in any output, report or log."""
+not in Prefect's store, not in any output, report or log.
+
+The first is the session's micro run (`--profile micro`, secrets planted: conftest's `micro_run`); the second,
+here, gives the profile's values as `--set` arguments, so the two ways of asking for the profile agree too."""
 from __future__ import annotations
 
 import json
 
 from ruamel.yaml import YAML
 
-from tests.micro import MICRO, lifecycle, make_project
-
-SECRETS = {
-    "HF_TOKEN": "hf_FAKEtokenForLeakTest0123456789",
-    "AWS_ACCESS_KEY_ID": "AKIAFAKELEAKTEST0000",
-    "AWS_SECRET_ACCESS_KEY": "FAKEawsSecretKeyForLeakTest/abcdef012345",
-    "MLFLOW_TRACKING_PASSWORD": "FAKEmlflowPasswordLeakTest-4242",
-    "OPENAI_API_KEY": "sk-FAKEopenaiKeyLeakTest987654321",
-}
+from tests.micro import MICRO, SECRETS, lifecycle, make_project
 
 
 def outputs(project) -> dict[str, dict[str, str]]:
@@ -24,12 +19,10 @@ def outputs(project) -> dict[str, dict[str, str]]:
     return {stage: {o["path"]: o["md5"] for o in entry.get("outs", [])} for stage, entry in lock["stages"].items()}
 
 
-def test_two_clean_micro_runs_are_identical_and_planted_secrets_leak_nowhere(tmp_path):
-    sets = [a for s in MICRO for a in ("--set", s)]
-    first = make_project(tmp_path / "first")
+def test_two_clean_micro_runs_are_identical_and_planted_secrets_leak_nowhere(micro_run, tmp_path):
+    first = micro_run.root
     second = make_project(tmp_path / "second")
-    run_first = lifecycle(first, "run", *sets, env=SECRETS)
-    lifecycle(second, "run", *sets)
+    lifecycle(second, "run", *[a for s in MICRO for a in ("--set", s)])
 
     a, b = outputs(first), outputs(second)
     assert set(a) == set(b) and len(a) >= 9
@@ -38,7 +31,7 @@ def test_two_clean_micro_runs_are_identical_and_planted_secrets_leak_nowhere(tmp
     for path in sorted((first / "metrics").glob("*.json")):
         assert json.loads(path.read_text()) == json.loads((second / "metrics" / path.name).read_text()), path.name
 
-    logs = run_first.stdout + run_first.stderr
+    logs = micro_run.stdout + micro_run.stderr
     for name, value in SECRETS.items():
         assert value not in logs, f"{name} in the run's output"
         needle = value.encode()

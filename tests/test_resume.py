@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from core.config import apply_overrides
-from tests.micro import MICRO, kill_at_checkpoint, make_project, stage_env, start_stage
+from tests.micro import MICRO, copy_project, kill_at_checkpoint, stage_env, start_stage
 
 STEPS = 8
 FAULTS = [  # every stage with checkpoints every 2 steps and a loss row every step
@@ -31,11 +31,10 @@ TIMING = {"train_runtime", "train_samples_per_second", "train_steps_per_second",
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    root = make_project(tmp_path_factory.mktemp("faults"))
+def project(tmp_path_factory, micro_run):
+    """The session's micro run (every stage's inputs in place), with checkpoints every 2 of 8 steps."""
+    root = copy_project(micro_run.root, tmp_path_factory.mktemp("faults") / "project")
     apply_overrides(root / "params.yaml", MICRO + FAULTS)
-    for stage in ("clean", "tokenizer", "pretrain", "domain", "sft", "reward"):
-        run_stage(root, stage)
     return root
 
 

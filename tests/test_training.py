@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from core.config import apply_overrides
-from tests.micro import MICRO, kill_at_checkpoint, make_project, stage_env, start_stage
+from tests.micro import MICRO, copy_project, kill_at_checkpoint, stage_env, start_stage
 
 LONG = ["pretrain.train.steps=40", "pretrain.train.log_every=2", "pretrain.train.eval_every=20",
         "pretrain.train.checkpoint_every=5", "pretrain.train.warmup_steps=3",
@@ -15,11 +15,10 @@ LONG = ["pretrain.train.steps=40", "pretrain.train.log_every=2", "pretrain.train
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    root = make_project(tmp_path_factory.mktemp("resume"))
+def project(tmp_path_factory, micro_run):
+    """The session's micro run (clean data, tokenizer) with longer pretrain and domain runs."""
+    root = copy_project(micro_run.root, tmp_path_factory.mktemp("resume") / "project")
     apply_overrides(root / "params.yaml", MICRO + LONG)
-    for stage in ("clean", "tokenizer"):
-        run_stage(root, stage)
     return root
 
 
@@ -48,9 +47,7 @@ def test_killed_stage_resumes_on_the_uninterrupted_curve(project, stage, seed):
     import random
 
     min_step = random.Random(seed).randrange(5, 25, 5)  # a checkpoint drawn by the seed (every 5 steps)
-    if stage == "domain":
-        run_stage(project, "pretrain")
-    run_stage(project, stage)
+    run_stage(project, stage)  # domain trains on the pretrained model in place (the copy's, or a test's)
     expected = curve(project, stage)
     assert not (project / "checkpoints" / stage).exists()  # a finished run leaves nothing to resume
 
@@ -103,8 +100,6 @@ def test_init_from_a_local_checkpoint_skips_pretraining(project, tmp_path):
 
 
 def test_joint_mixture_runs_and_reports_its_share(project):
-    if not (project / "artifacts" / "pretrain").exists():
-        run_stage(project, "pretrain")
     apply_overrides(project / "params.yaml", ["domain.mode=joint", "domain.domain_ratio=0.75"])
     try:
         run_stage(project, "domain")
