@@ -7,9 +7,10 @@ import signal
 import sys
 
 PR_SET_PDEATHSIG = 1
-# run `python -m dvc ARGS` so that it gets SIGTERM when the process that started it dies
-DVC_LAUNCHER = ("import os, sys; from core.process import die_with_parent; die_with_parent(); "
-                "os.execv(sys.executable, [sys.executable, '-m', 'dvc', *sys.argv[1:]])")
+# `python -c ORPHAN_SAFE ARGS` runs `python ARGS` (e.g. `-m dvc repro`) so that it gets SIGTERM when the process
+# that started it dies (set in the launcher, kept across exec; no preexec_fn in a process that has threads)
+ORPHAN_SAFE = ("import os, sys; from core.process import die_with_parent; die_with_parent(); "
+               "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])")
 
 
 def die_with_parent(sig: int = signal.SIGTERM) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from ruamel.yaml import YAML
 
 from core.errors import LifecycleError
-from core.process import DVC_LAUNCHER
+from core.process import ORPHAN_SAFE
 
 DVC_FILE = Path("dvc.yaml")
 _VAR = re.compile(r"\$\{\s*([\w.]+)\s*\}")
@@ -101,7 +101,7 @@ def stage_env(parent_run_id: str, tracking_uri: str) -> dict:
 
 def dvc(args: list[str], env: dict | None = None, what: str = "") -> str:
     """Run `python -m dvc ARGS`, streaming its output; its text, or a LifecycleError with DVC's error lines."""
-    proc = subprocess.Popen([sys.executable, "-c", DVC_LAUNCHER, *args], env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-c", ORPHAN_SAFE, "-m", "dvc", *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
     captured = bytearray()
     assert proc.stdout is not None

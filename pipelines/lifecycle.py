@@ -27,6 +27,7 @@ from core.io import write_json
 from pipelines.graph import run_dvc_stage, stage_env, stage_names, stages_for
 from pipelines.hub import refuse_hub_inputs
 from pipelines.report import Bounds
+from pipelines.servers import prefect_api_for_run
 from tasks import TaskConfig, check_fit, load_task
 
 TIMINGS = Path("reports/timings.json")
@@ -212,7 +213,8 @@ def run_pipeline(overrides: list[str] | None = None, targets: list[str] | None =
         if not required.is_file():
             raise ConfigError(f"{required} not found in {Path.cwd()}: run lifecycle from the project's root, the "
                               f"folder that holds dvc.yaml and params.yaml")
-    return lifecycle(overrides=overrides or [], targets=targets or [])
+    with prefect_api_for_run():
+        return lifecycle(overrides=overrides or [], targets=targets or [])
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Iterator
 
 from core.errors import LifecycleError
+from core.process import ORPHAN_SAFE
 
 LOOPBACK = "127.0.0.1"
 
@@ -91,6 +93,55 @@ def running(root: Path | None = None, host: str = LOOPBACK, prefect_port: int = 
     finally:
         for proc in procs.values():
             _stop(proc)
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def prefect_api_for_run(timeout_s: float = 120) -> Iterator[None]:
+    """The Prefect API one `lifecycle run` talks to: the configured one (PREFECT_API_URL: `lifecycle server`, a
+    team's server, Prefect Cloud), else a temporary server for this run only, stopped at its end.
+
+    Prefect would start that temporary server itself, but a run killed with SIGKILL (or out of memory) left it
+    running. Started here, through the same launcher as the stages, the kernel stops it when the run dies. The
+    command is the one Prefect uses for its own temporary server (no UI, no background services)."""
+    import prefect
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    if PREFECT_API_URL.value():
+        yield
+        return
+    port = _free_port(LOOPBACK)
+    url = f"http://{LOOPBACK}:{port}/api"
+    home = Path(os.environ.get("PREFECT_HOME", ".prefect"))
+    home.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-c", ORPHAN_SAFE, "-m", "uvicorn", "--app-dir", str(Path(prefect.__file__).parent.parent),
+           "--factory", "prefect.server.api.server:create_app", "--host", LOOPBACK, "--port", str(port),
+           "--log-level", "error", "--lifespan", "on"]
+    env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+    print(f"Prefect: a temporary API server for this run on {url}", flush=True)
+    with open(home / "temporary-server.log", "ab") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not _healthy(f"{url}/health"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise LifecycleError(f"Prefect's temporary API server did not start (exit {proc.poll()}); see "
+                                     f"{home / 'temporary-server.log'}, or set PREFECT_API_URL to a running server")
+            time.sleep(0.1)
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def serve_forever(host: str, prefect_port: int, mlflow_port: int) -> None:

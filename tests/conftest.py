@@ -14,10 +14,11 @@ os.environ.setdefault("LIFECYCLE_THREADS", "2")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the hub (MLflow would fetch model cards)
 
 # Modules that take minutes, in the order pytest-xdist should hand them out (it follows collection order):
-# test_e2e builds the session's micro run, which the modules after test_clean copy; the long modules that do
-# not need it run meanwhile, and the short ones fill the gaps at the end.
+# test_e2e builds the session's micro run first, test_own_data (which does not copy it) runs meanwhile, the
+# longest of the modules that copy it follow, and the short modules fill the gaps at the end.
 LONGEST_FIRST = ["test_e2e", "test_own_data", "test_resume", "test_training", "test_clean", "test_distributed",
-                 "test_broken_inputs", "test_remote", "test_servers", "test_reproducible", "test_lock", "test_catalogue"]
+                 "test_broken_inputs", "test_remote", "test_servers", "test_reproducible", "test_lock",
+                 "test_catalogue"]
 
 
 def pytest_collection_modifyitems(config, items):

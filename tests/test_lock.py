@@ -56,10 +56,24 @@ def stage_processes(project):
     return found
 
 
+def prefect_servers(project):
+    """The Prefect API servers a run in `project` started (their PREFECT_HOME is the project's)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "environ"]):
+        try:
+            if "prefect.server" in " ".join(proc.info["cmdline"] or []) and \
+                    (proc.info["environ"] or {}).get("PREFECT_HOME") == str(project / ".prefect"):
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return found
+
+
 def test_a_run_killed_mid_training_stops_its_stages_and_the_next_run_resumes_with_dvc_clean(micro_run, tmp_path):
     """The path users take: `lifecycle run` (its own temporary Prefect server) killed while pretrain trains; the
-    kill takes dvc and the stage with it, the next `lifecycle run` resumes pretrain from its checkpoint and leaves
-    DVC with nothing stale. In a copy of the session's micro run: a longer pretrain makes it stale."""
+    kill takes dvc, the stage and the Prefect server with it, the next `lifecycle run` resumes pretrain from its
+    checkpoint and leaves DVC with nothing stale. In a copy of the session's micro run, made stale by a longer
+    pretrain."""
     project = copy_project(micro_run.root, tmp_path / "project")
     sets = [a for s in [*MICRO, "pretrain.train.steps=200", "pretrain.train.eval_every=100"] for a in ("--set", s)]
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow' / 'mlflow.db'}",
@@ -75,17 +89,10 @@ def test_a_run_killed_mid_training_stops_its_stages_and_the_next_run_resumes_wit
     assert second.returncode == 2 and "another pipeline run holds" in second.stderr, second.stderr[-2000:]
 
     killed_at = kill_at_checkpoint(first, 2)  # the flow itself, at pretrain's first checkpoint
-    # Prefect's temporary API server outlives a SIGKILLed flow (a known leak, see docs/deployment.md): stop it
-    for proc in psutil.process_iter(["cmdline", "environ"]):
-        try:
-            if "prefect.server" in " ".join(proc.info["cmdline"] or []) and \
-                    (proc.info["environ"] or {}).get("PREFECT_HOME") == str(project / ".prefect"):
-                proc.kill()
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
     deadline = time.monotonic() + 60
-    while stage_processes(project):  # dvc gets SIGTERM from the kernel, the stage from dvc's death
-        assert time.monotonic() < deadline, [p.info["cmdline"] for p in stage_processes(project)]
+    while stage_processes(project) or prefect_servers(project):  # dvc, the stage and the run's Prefect server get
+        assert time.monotonic() < deadline, (  # SIGTERM from the kernel when the flow dies
+            [p.info["cmdline"] for p in stage_processes(project) + prefect_servers(project)])
         time.sleep(0.5)
     assert not (project / "metrics" / "pretrain.json").exists()
 
