@@ -95,10 +95,21 @@ def running(root: Path | None = None, host: str = LOOPBACK, prefect_port: int = 
             _stop(proc)
 
 
-def _free_port(host: str) -> int:
+def free_port(host: str = LOOPBACK) -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+def temporary_prefect_server(port: int) -> tuple[list[str], dict[str, str]]:
+    """The command and environment of a Prefect API server on 127.0.0.1:`port` for one client (no UI, no background
+    services: Prefect's own temporary server), which stops when the process that starts it dies."""
+    import prefect
+
+    cmd = [sys.executable, "-c", ORPHAN_SAFE, "-m", "uvicorn", "--app-dir", str(Path(prefect.__file__).parent.parent),
+           "--factory", "prefect.server.api.server:create_app", "--host", LOOPBACK, "--port", str(port),
+           "--log-level", "error", "--lifespan", "on"]
+    return cmd, {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
 
 
 @contextlib.contextmanager
@@ -107,25 +118,20 @@ def prefect_api_for_run(timeout_s: float = 120) -> Iterator[None]:
     team's server, Prefect Cloud), else a temporary server for this run only, stopped at its end.
 
     Prefect would start that temporary server itself, but a run killed with SIGKILL (or out of memory) left it
-    running. Started here, through the same launcher as the stages, the kernel stops it when the run dies. The
-    command is the one Prefect uses for its own temporary server (no UI, no background services)."""
-    import prefect
+    running. Started here, through the same launcher as the stages, the kernel stops it when the run dies."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     if PREFECT_API_URL.value():
         yield
         return
-    port = _free_port(LOOPBACK)
+    port = free_port()
     url = f"http://{LOOPBACK}:{port}/api"
     home = Path(os.environ.get("PREFECT_HOME", ".prefect"))
     home.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-c", ORPHAN_SAFE, "-m", "uvicorn", "--app-dir", str(Path(prefect.__file__).parent.parent),
-           "--factory", "prefect.server.api.server:create_app", "--host", LOOPBACK, "--port", str(port),
-           "--log-level", "error", "--lifespan", "on"]
-    env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+    cmd, extra = temporary_prefect_server(port)
     print(f"Prefect: a temporary API server for this run on {url}", flush=True)
     with open(home / "temporary-server.log", "ab") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, env={**os.environ, **extra}, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + timeout_s
         while not _healthy(f"{url}/health"):

@@ -10,7 +10,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import sqlite3
 import shutil
 import subprocess
@@ -21,7 +20,6 @@ import urllib.request
 from pathlib import Path
 
 from core.config import profile_overrides
-from core.process import die_with_parent
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,12 +69,6 @@ def copy_project(src: Path, dest: Path) -> Path:
     return dest
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 _PREFECT: dict[str, str] = {}
 
 
@@ -84,15 +76,15 @@ def shared_prefect_api() -> str:
     """This test process's Prefect API server, started on first use: runs that talk to a running server (as a
     team's runs do, `lifecycle server`) skip the temporary server each bare `lifecycle run` starts (~5 s)."""
     if "url" not in _PREFECT:
-        from pipelines.servers import commands
+        from pipelines.servers import free_port, temporary_prefect_server
 
         home = Path(tempfile.mkdtemp(prefix="prefect-api-"))
-        port = _free_port()
-        cmd, extra, health = commands(home, "127.0.0.1", port, _free_port())["prefect"]
-        (home / ".prefect").mkdir()
+        port = free_port()
+        health = f"http://127.0.0.1:{port}/api/health"
+        cmd, extra = temporary_prefect_server(port)  # dies with this process
         log = open(home / "server.log", "wb")
-        proc = subprocess.Popen(cmd, cwd=home, env={**os.environ, **extra}, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, preexec_fn=die_with_parent)
+        proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **extra, "PREFECT_HOME": str(home)}, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
 
         @atexit.register
         def stop() -> None:

@@ -21,12 +21,6 @@ PY = sys.executable
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def api(base: str, path: str, body: dict | None = None) -> dict | list:
     """One Prefect REST call; a 503 (SQLite busy on a loaded machine) is retried, as Prefect's own client does."""
     for attempt in range(8):
@@ -71,7 +65,7 @@ def test_scheduled_flow_sends_a_stage_to_a_process_worker_and_logs_to_the_mlflow
     git(project, "commit", "-qm", "micro project")
     logs = tmp_path / "logs"
     logs.mkdir()
-    prefect_port, mlflow_port = free_port(), free_port()
+    prefect_port, mlflow_port = servers.free_port(), servers.free_port()
     (tmp_path / "servers").mkdir()
     server_env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))}
     server = subprocess.Popen([PY, "-m", "pipelines.cli", "server", "--prefect-port", str(prefect_port),
