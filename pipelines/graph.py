@@ -101,8 +101,8 @@ def stage_env(parent_run_id: str, tracking_uri: str) -> dict:
 
 def dvc(args: list[str], env: dict | None = None, what: str = "") -> str:
     """Run `python -m dvc ARGS`, streaming its output; its text, or a LifecycleError with DVC's error lines."""
-    proc = subprocess.Popen([sys.executable, "-c", ORPHAN_SAFE, "-m", "dvc", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, "-c", ORPHAN_SAFE, "-m", "dvc", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     captured = bytearray()
     assert proc.stdout is not None
     while chunk := proc.stdout.read1(4096):

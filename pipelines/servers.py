@@ -52,16 +52,17 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def stop(proc: subprocess.Popen, group: bool = True) -> None:
+    """SIGTERM, then SIGKILL after 20 s: to the server's process group (its worker children too) when it leads one."""
     if proc.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)  # each server has worker children: stop the whole group
+        os.killpg(proc.pid, signal.SIGTERM) if group else proc.terminate()
     try:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+            os.killpg(proc.pid, signal.SIGKILL) if group else proc.kill()
         proc.wait()
 
 
@@ -92,7 +93,7 @@ def running(root: Path | None = None, host: str = LOOPBACK, prefect_port: int = 
         yield client_env(host, prefect_port, mlflow_port)
     finally:
         for proc in procs.values():
-            _stop(proc)
+            stop(proc)
 
 
 def free_port(host: str = LOOPBACK) -> int:
@@ -106,9 +107,10 @@ def temporary_prefect_server(port: int) -> tuple[list[str], dict[str, str]]:
     services: Prefect's own temporary server), which stops when the process that starts it dies."""
     import prefect
 
-    cmd = [sys.executable, "-c", ORPHAN_SAFE, "-m", "uvicorn", "--app-dir", str(Path(prefect.__file__).parent.parent),
-           "--factory", "prefect.server.api.server:create_app", "--host", LOOPBACK, "--port", str(port),
-           "--log-level", "error", "--lifespan", "on"]
+    site_packages = str(Path(prefect.__file__).parent.parent)
+    cmd = [sys.executable, "-c", ORPHAN_SAFE, "-m", "uvicorn", "--app-dir", site_packages, "--factory",
+           "prefect.server.api.server:create_app", "--host", LOOPBACK, "--port", str(port), "--log-level", "error",
+           "--lifespan", "on"]
     return cmd, {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
 
 
@@ -142,12 +144,7 @@ def prefect_api_for_run(timeout_s: float = 120) -> Iterator[None]:
         with temporary_settings(updates={PREFECT_API_URL: url}):
             yield
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, group=False)  # it shares this run's process group
 
 
 def serve_forever(host: str, prefect_port: int, mlflow_port: int) -> None:

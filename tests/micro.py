@@ -76,7 +76,7 @@ def shared_prefect_api() -> str:
     """This test process's Prefect API server, started on first use: runs that talk to a running server (as a
     team's runs do, `lifecycle server`) skip the temporary server each bare `lifecycle run` starts (~5 s)."""
     if "url" not in _PREFECT:
-        from pipelines.servers import free_port, temporary_prefect_server
+        from pipelines.servers import free_port, stop, temporary_prefect_server
 
         home = Path(tempfile.mkdtemp(prefix="prefect-api-"))
         port = free_port()
@@ -86,13 +86,7 @@ def shared_prefect_api() -> str:
         proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **extra, "PREFECT_HOME": str(home)}, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
 
-        @atexit.register
-        def stop() -> None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=20)
-
+        atexit.register(stop, proc)
         deadline = time.monotonic() + 180
         while True:
             with contextlib.suppress(OSError), urllib.request.urlopen(health, timeout=2) as answer:
