@@ -6,7 +6,6 @@ they take a `copy_project` of it instead of rebuilding clean, tokenizer and the 
 from __future__ import annotations
 
 import atexit
-import contextlib
 import os
 import re
 import signal
@@ -16,7 +15,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 from core.config import profile_overrides
@@ -76,7 +74,7 @@ def shared_prefect_api() -> str:
     """This test process's Prefect API server, started on first use: runs that talk to a running server (as a
     team's runs do, `lifecycle server`) skip the temporary server each bare `lifecycle run` starts (~5 s)."""
     if "url" not in _PREFECT:
-        from pipelines.servers import free_port, stop, temporary_prefect_server
+        from pipelines.servers import _healthy, free_port, stop, temporary_prefect_server
 
         home = Path(tempfile.mkdtemp(prefix="prefect-api-"))
         port = free_port()
@@ -85,13 +83,9 @@ def shared_prefect_api() -> str:
         log = open(home / "server.log", "wb")
         proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **extra, "PREFECT_HOME": str(home)}, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
-
         atexit.register(stop, proc)
         deadline = time.monotonic() + 180
-        while True:
-            with contextlib.suppress(OSError), urllib.request.urlopen(health, timeout=2) as answer:
-                if answer.status == 200:
-                    break
+        while not _healthy(health):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the tests' Prefect server did not start:\n{(home / 'server.log').read_text()}")
             time.sleep(0.5)
