@@ -142,7 +142,16 @@ def prefect_api_for_run(timeout_s: float = 120) -> Iterator[None]:
                                      f"{home / 'temporary-server.log'}, or set PREFECT_API_URL to a running server")
             time.sleep(0.1)
         with temporary_settings(updates={PREFECT_API_URL: url}):
-            yield
+            try:
+                yield
+            finally:
+                # Prefect's log and event workers send in batches: what they still hold goes out while the server
+                # is up (stopped first, they retried it for ~70 s at exit and printed 'Error logging to API')
+                from prefect.events.worker import EventsWorker
+                from prefect.logging.handlers import APILogWorker
+
+                APILogWorker.drain_all(timeout=10)
+                EventsWorker.drain_all(timeout=10)
     finally:
         stop(proc, group=False)  # it shares this run's process group
 

@@ -84,8 +84,16 @@ def test_a_run_killed_mid_training_stops_its_stages_and_the_next_run_resumes_wit
     while not stage_processes(project):
         assert first.poll() is None and time.monotonic() < deadline, "no stage started"
         time.sleep(0.2)
-    # while it runs, a second run is refused and changes nothing
-    second = lifecycle(project, "run", "--target", "pretrain", check=False, temporary_server=True)
+    # while it runs, a second run is refused and changes nothing. The stage is paused meanwhile: under load the
+    # refused run's start-up outlasted the whole stage once, and the kill below then came after its outputs
+    paused = stage_processes(project)
+    for proc in paused:
+        proc.suspend()
+    try:
+        second = lifecycle(project, "run", "--target", "pretrain", check=False, temporary_server=True)
+    finally:
+        for proc in paused:
+            proc.resume()
     assert second.returncode == 2 and "another pipeline run holds" in second.stderr, second.stderr[-2000:]
 
     killed_at = kill_at_checkpoint(first, 2)  # the flow itself, at pretrain's first checkpoint
