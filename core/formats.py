@@ -16,11 +16,13 @@ Every reader names the file (and line, where there is one) when it cannot make s
 from __future__ import annotations
 
 import gzip
+import io
+import itertools
 import json
 import re
 import zlib
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Callable, Iterator
 
 from pydantic import Field, model_validator
 
@@ -112,55 +114,174 @@ def map_fields(row: dict, fields: dict, kind: str, where: str) -> dict:
     return out
 
 
-# --------------------------------------------------------------------------- raw records
-def _read_json_file(path: Path) -> Iterator[tuple[str, dict]]:
-    """Yield (location, row) from .json (array or object of rows) or .jsonl, either also gzipped (.gz)."""
-    compressed = path.suffix.lower() == ".gz"
+# --------------------------------------------------------------------------- files -> rows
+# The one place that knows the file formats: the instruction and preference readers below and the clean stage's
+# corpus reader (core/readers.py, on datatrove) read every file through `file_rows`.
+TEXT_SUFFIXES = (".txt", ".text", ".md")  # one document per blank-line-separated block
+JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")  # JSON lines, or a JSON array (or {"key": [rows]}) of records
+HTML_SUFFIXES = (".html", ".htm")  # one document per file, markup kept for the HTML-to-text step
+SUPPORTED = TEXT_SUFFIXES + JSON_SUFFIXES + HTML_SUFFIXES + (".parquet",)
+COMPRESSIONS = (".gz", ".zst")
+
+# problem(kind, where, detail): the corpus reader counts it and goes on; the record readers stop on it
+Problem = Callable[[str, str, str], None]
+
+
+def suffixes(name: str) -> tuple[str, str]:
+    """(format suffix, compression suffix) of a file name, e.g. ('.jsonl', '.gz')."""
+    p = Path(name.lower())
+    if p.suffix in COMPRESSIONS:
+        return Path(p.stem).suffix, p.suffix
+    return p.suffix, ""
+
+
+def unsupported(name: str) -> str | None:
+    """Why a file cannot be read, or None."""
+    fmt, _ = suffixes(name)
+    if fmt in SUPPORTED:
+        return None
+    return (f"unsupported format '{fmt or 'no extension'}' (expected one of {', '.join(SUPPORTED)}, optionally "
+            f"{' or '.join(COMPRESSIONS)}, or a saved HF dataset)")
+
+
+def input_files(spec: str) -> list[Path]:
+    """The files of an input given as a file, a directory (recursively; hidden files left out) or a glob."""
+    if any(c in spec for c in "*?["):
+        parts = Path(spec).parts
+        i = next(i for i, part in enumerate(parts) if any(c in part for c in "*?["))
+        return sorted(p for p in Path(*parts[:i] or ".").glob(str(Path(*parts[i:]))) if p.is_file())
+    path = Path(spec)
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.is_file()
+                      and not any(part.startswith(".") for part in p.relative_to(path).parts))
+    return [path] if path.is_file() else []
+
+
+def _lines(raw: BinaryIO, where: str, problem: Problem) -> Iterator[tuple[int, bytes]]:
+    """Numbered lines of a possibly compressed stream; a truncated or corrupt stream ends with a problem."""
+    lineno = 0
     try:
-        raw = gzip.decompress(path.read_bytes()) if compressed else path.read_bytes()
-        text = raw.decode("utf-8")
+        for lineno, line in enumerate(raw, 1):
+            yield lineno, line
+    except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
+        problem("truncated_or_corrupt", f"{where}:{lineno + 1}", f"compressed stream is truncated or corrupt after "
+                f"line {lineno} ({type(exc).__name__}: {exc}); the rest of the file is lost")
+
+
+def _decode(line: bytes, where: str, problem: Problem) -> str | None:
+    try:
+        return line.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
-    except (OSError, EOFError, zlib.error) as exc:
-        raise InputError(f"{path}: unreadable gzip file ({exc or type(exc).__name__})") from None
-    if (Path(path.stem).suffix if compressed else path.suffix).lower() == ".json":
+        problem("invalid_utf8", where, f"not valid UTF-8 ({exc.reason} at byte {exc.start} of the line)")
+        return None
+
+
+def _json_rows(raw: io.BufferedIOBase, fmt: str, where: str, problem: Problem) -> Iterator[tuple[str, int, object]]:
+    lines = _lines(raw, where, problem)
+    first = next(((n, line) for n, line in lines if line.strip()), None)
+    if first is None:
+        return
+    # .json: an array of records, or an object holding one ({"data": [rows]}) over many lines; else JSON lines
+    whole = False
+    if fmt == ".json":
+        try:
+            whole = not isinstance(json.loads(first[1]), dict)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            whole = True
+    if whole:  # a JSON document holding the records: small files only, read whole
+        text = _decode(first[1] + b"".join(line for _, line in lines), where, problem)
+        if text is None:
+            return
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise InputError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
-        if isinstance(data, dict):  # {"data": [...]} or similar single-key wrappers
+            problem("invalid_json", f"{where}:{first[0] + exc.lineno - 1}", f"invalid JSON: {exc.msg}")
+            return
+        if isinstance(data, dict):
             lists = [v for v in data.values() if isinstance(v, list)]
             if len(lists) != 1:
-                raise InputError(f"{path}: expected a JSON array of records")
+                problem("invalid_json", where, "expected a JSON array of records (or an object holding one)")
+                return
             data = lists[0]
-        if not isinstance(data, list):
-            raise InputError(f"{path}: expected a JSON array of records")
         for i, row in enumerate(data):
-            if not isinstance(row, dict):
-                raise InputError(f"{path}: record {i} is not a JSON object")
-            yield f"{path}: record {i}", row
+            yield f"{where}: record {i}", i, row
         return
-    for lineno, line in enumerate(text.splitlines(), 1):
+    for lineno, line in itertools.chain([first], lines):
         if not line.strip():
             continue
+        text = _decode(line, f"{where}:{lineno}", problem)
+        if text is None:
+            continue
         try:
-            row = json.loads(line)
+            yield f"{where}:{lineno}", lineno, json.loads(text)
         except json.JSONDecodeError as exc:
-            raise InputError(f"{path}:{lineno}: invalid JSON line: {exc.msg}") from None
-        if not isinstance(row, dict):
-            raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-        yield f"{path}:{lineno}", row
+            problem("invalid_json", f"{where}:{lineno}", f"invalid JSON line: {exc.msg}")
 
 
-def _read_parquet(path: Path) -> Iterator[tuple[str, dict]]:
+def _text_rows(raw: io.BufferedIOBase, where: str, problem: Problem, html: bool) -> Iterator[tuple[str, int, dict]]:
+    block, start, index = [], 1, 0
+    for lineno, line in _lines(raw, where, problem):
+        text = _decode(line, f"{where}:{lineno}", problem)
+        if text is None:
+            text = line.decode("utf-8", errors="replace")
+        if not html and not text.strip():
+            if block:
+                yield f"{where}:{start}", index, {"text": "".join(block).strip(), "line": start}
+                index += 1
+            block, start = [], lineno + 1
+            continue
+        block.append(text)
+    if "".join(block).strip():
+        yield f"{where}:{start}", index, {"text": "".join(block).strip(), "line": start}
+
+
+def _parquet_rows(f: BinaryIO, where: str, problem: Problem) -> Iterator[tuple[str, int, dict]]:
     import pyarrow.parquet as pq
 
+    i = 0
     try:
-        table = pq.read_table(path)
-    except Exception as exc:
-        raise InputError(f"{path}: unreadable parquet file: {exc}") from None
-    for i, row in enumerate(table.to_pylist()):
-        yield f"{path}: row {i}", row
+        for batch in pq.ParquetFile(f).iter_batches(batch_size=1024):
+            for row in batch.to_pylist():
+                yield f"{where}: row {i}", i, row
+                i += 1
+    except Exception as exc:  # pyarrow raises many types for a damaged file
+        if isinstance(exc, InputError):
+            raise
+        problem("corrupt_parquet", where, f"unreadable parquet file: {exc}")
+
+
+def file_rows(f: BinaryIO, name: str, where: str, problem: Problem) -> Iterator[tuple[str, int, object]]:
+    """(location, index, row) of one input file opened in binary mode, read by its extension (`name`). The index is
+    the line of a JSON line, else the record's, block's or row's position; a row is what the file holds (a JSON
+    record may be any value: the caller checks for an object); text blocks become {"text", "line"}. What cannot be read (unsupported format, empty file, invalid UTF-8, a bad JSON line, a truncated
+    or corrupt compressed stream or parquet file) goes to `problem`."""
+    fmt, compression = suffixes(name)
+    if unsupported(name):
+        problem("unsupported_file", where, unsupported(name))
+        return
+    if fmt == ".parquet":
+        yield from _parquet_rows(f, where, problem)
+        return
+    if compression == ".gz":
+        raw = gzip.GzipFile(fileobj=f)
+    elif compression == ".zst":
+        import zstandard
+
+        raw = zstandard.ZstdDecompressor().stream_reader(f)
+    else:
+        raw = f
+    raw = raw if hasattr(raw, "peek") else io.BufferedReader(raw)
+    try:
+        empty = not raw.peek(1)
+    except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
+        problem("truncated_or_corrupt", f"{where}:1", f"unreadable compressed file ({type(exc).__name__}: {exc})")
+        return
+    if empty:
+        problem("empty_file", where, "file is empty")
+    elif fmt in JSON_SUFFIXES:
+        yield from _json_rows(raw, fmt, where, problem)
+    else:
+        yield from _text_rows(raw, where, problem, html=fmt in HTML_SUFFIXES)
 
 
 def load_hf_dataset(spec: str, subset: str | None = None, split: str = "train"):
@@ -181,62 +302,32 @@ def load_hf_dataset(spec: str, subset: str | None = None, split: str = "train"):
     return ds
 
 
-def _read_hf_dataset(spec: str, subset: str | None, split: str) -> Iterator[tuple[str, dict]]:
-    for i, row in enumerate(load_hf_dataset(spec, subset, split)):
-        yield f"{spec}: row {i}", row
+def _stop(kind: str, where: str, detail: str) -> None:
+    raise InputError(f"{where}: {detail}")
 
 
 def iter_rows(spec: str | Path | InputSpec) -> Iterator[tuple[str, dict]]:
-    """Rows from a file, a directory of files, a saved HF dataset or `hf://name` (fields not yet mapped)."""
+    """Rows from a file, a directory of files, a glob, a saved HF dataset or `hf://name` (fields not yet mapped);
+    the first problem stops with an InputError naming the file and line."""
     if isinstance(spec, InputSpec):
         subset, split, spec = spec.subset, spec.split, spec.path
     else:
         subset, split = None, "train"
     spec_str = str(spec)
-    if spec_str.startswith("hf://"):
-        yield from _read_hf_dataset(spec_str, subset, split)
+    if spec_str.startswith("hf://") or is_hf_dataset_dir(Path(spec_str)):
+        for i, row in enumerate(load_hf_dataset(spec_str, subset, split)):
+            yield f"{spec_str}: row {i}", row
         return
-    path = Path(spec_str)
-    if not path.exists():
-        raise InputError(f"{path}: input not found")
-    if is_hf_dataset_dir(path):
-        yield from _read_hf_dataset(spec_str, subset, split)
-        return
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
-        if not files:
-            raise InputError(f"{path}: directory holds no input files")
-        for f in files:
-            yield from iter_rows(f)
-        return
-    if path.stat().st_size == 0:
-        raise InputError(f"{path}: file is empty")
-    suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".json") or "".join(path.suffixes[-2:]).lower() in (".jsonl.gz", ".json.gz"):
-        yield from _read_json_file(path)
-    elif suffix == ".parquet":
-        yield from _read_parquet(path)
-    elif suffix in (".txt", ".text", ".md"):
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            raise InputError(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
-        # one document per blank-line-separated block
-        for i, block in enumerate(re.split(r"\n\s*\n", text)):
-            if block.strip():
-                yield f"{path}: block {i}", {"text": block.strip()}
-    else:
-        raise InputError(f"{path}: unsupported format '{suffix or 'no extension'}' "
-                         "(expected .txt, .jsonl, .json (optionally .gz), .parquet or a saved HF dataset)")
-
-
-# --------------------------------------------------------------------------- corpus
-def read_corpus(spec: str | Path) -> Iterator[str]:
-    for where, row in iter_rows(spec):
-        text = row.get("text")
-        if not isinstance(text, str):
-            raise InputError(f"{where}: corpus record has no string 'text' field (keys: {sorted(row)})")
-        yield text
+    files = input_files(spec_str)
+    if not files:
+        raise InputError(f"{spec_str}: input not found" if not Path(spec_str).is_dir() else
+                         f"{spec_str}: directory holds no input files")
+    for path in files:
+        with open(path, "rb") as f:
+            for where, _, row in file_rows(f, path.name, str(path), _stop):
+                if not isinstance(row, dict):
+                    raise InputError(f"{where}: expected a JSON object, got {type(row).__name__}")
+                yield where, row
 
 
 # --------------------------------------------------------------------------- instructions

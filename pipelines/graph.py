@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -135,12 +136,24 @@ def dvc_quiet(args: list[str], cwd: Path | None = None) -> str:
     return proc.stdout.strip() if proc.returncode == 0 else ""
 
 
+def lock_record(name: str, lock_file: Path = Path("dvc.lock")) -> dict:
+    """dvc.lock's record of a stage (its deps', params' and outs' hashes); {} before its first run."""
+    if not lock_file.exists():
+        return {}
+    return ((YAML(typ="safe").load(lock_file.read_text(encoding="utf-8")) or {}).get("stages") or {}).get(name) or {}
+
+
 def run_dvc_stage(name: str, env: dict, pull: bool = False) -> dict:
-    """`dvc repro` one stage; report whether DVC ran it, skipped it, or restored it from the run cache."""
+    """`dvc repro` one stage; report whether its command ran (stages/run marks it), DVC skipped it (its dvc.lock
+    record unchanged) or restored its outputs from the run cache (record changed, command not run)."""
     start = time.perf_counter()
-    text = dvc(["repro", "--single-item", name, *(["--pull"] if pull else [])], env, f"stage '{name}'")
-    status = ("skipped" if "didn't change, skipping" in text
-              else "restored" if "is cached - skipping run" in text else "ran")
+    before = lock_record(name)
+    with tempfile.TemporaryDirectory(prefix="lifecycle-stage-") as tmp:
+        marker = Path(tmp) / "ran"
+        dvc(["repro", "--single-item", name, *(["--pull"] if pull else [])],
+            {**env, "LIFECYCLE_RAN_MARKER": str(marker)}, f"stage '{name}'")
+        ran = marker.exists()
+    status = "ran" if ran else "skipped" if lock_record(name) == before else "restored"
     return {"stage": name, "status": status, "wall_s": time.perf_counter() - start}
 
 

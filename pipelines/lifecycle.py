@@ -115,11 +115,18 @@ def stage_task_for(name: str, orchestration: Orchestration):
                                    retry_delay_seconds=orchestration.retry_delay_s)
 
 
+_HELD: set[Path] = set()  # locks this process holds: the flow takes the lock `lifecycle run` took already
+
+
 @contextlib.contextmanager
 def exclusive(lock_path: Path = LOCK):
     """One pipeline run at a time per checkout: runs share params.yaml, dvc.lock and the outputs."""
     import fcntl
 
+    key = lock_path.resolve()
+    if key in _HELD:
+        yield
+        return
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a+", encoding="utf-8") as fh:
         try:
@@ -133,9 +140,11 @@ def exclusive(lock_path: Path = LOCK):
         fh.truncate()
         fh.write(f"pid {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
         fh.flush()
+        _HELD.add(key)
         try:
             yield
         finally:
+            _HELD.discard(key)
             fh.seek(0)
             fh.truncate()  # the lock itself goes with the file descriptor, also when the process is killed
 
@@ -213,7 +222,8 @@ def run_pipeline(overrides: list[str] | None = None, targets: list[str] | None =
         if not required.is_file():
             raise ConfigError(f"{required} not found in {Path.cwd()}: run lifecycle from the project's root, the "
                               f"folder that holds dvc.yaml and params.yaml")
-    with prefect_api_for_run():
+    # the lock first: a refused run answers at once and starts no Prefect server
+    with exclusive(), prefect_api_for_run():
         return lifecycle(overrides=overrides or [], targets=targets or [])
 
 

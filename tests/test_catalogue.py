@@ -116,7 +116,7 @@ CASES = [
      data_file("instructions", "in/i.jsonl", '[{"instruction": "a", "output": "b"}]\n'),
      r"in/i\.jsonl:1: expected a JSON object, got list"),
     ("invalid-json-line", "clean", data_file("domain", "in/d.jsonl", '{"text": "fine"}\n{"text": \n'),
-     r"in/d\.jsonl:2: not a JSON line"),
+     r"in/d\.jsonl:2: invalid JSON line"),
     ("missing-text", "clean", data_file("general", "in/g.jsonl", '{"body": "no text field"}\n'),
      r"in/g\.jsonl:1: .*'text'"),
     ("text-not-a-string", "clean", data_file("domain", "in/d.jsonl", '{"text": 7}\n'), r"in/d\.jsonl:1: .*'text'"),
@@ -128,7 +128,8 @@ CASES = [
      r"in/i\.jsonl:1: .*empty"),
     ("missing-prompt", "clean", data_file("preferences", "in/p.jsonl", '{"chosen": "a", "rejected": "b"}\n'),
      r"in/p\.jsonl:1: not a .*Human.*conversation"),
-    ("json-object-not-array", "clean", data_file("instructions", "in/i.json", '{"instruction": "q", "output": "a"}'),
+    # one record spread over lines: neither an array of records, nor an object holding one, nor JSON lines
+    ("json-object-not-array", "clean", data_file("instructions", "in/i.json", '{\n "instruction": "q",\n "output": "a"\n}'),
      r"in/i\.json: expected a JSON array of records"),
     ("corrupt-parquet", "clean", data_file("domain", "in/d.parquet", b"PAR1 not really parquet"),
      r"in/d\.parquet: unreadable parquet file"),

@@ -373,3 +373,22 @@ def test_ray_executor_gives_the_local_executors_bytes(cleaned, tmp_path):
     for rel in ours:  # byte for byte; problem reports name the input files, which live elsewhere here
         mine = (tmp_path / "data" / "clean" / rel).read_bytes().replace(str(tmp_path).encode(), str(root).encode())
         assert mine == (root / "data" / "clean" / rel).read_bytes(), rel
+
+
+def test_stats_are_read_by_step_class_and_position_not_display_name(tmp_path):
+    """datatrove writes one stats entry per step in pipeline order: a renamed step keeps its metrics key, and a
+    stats file that does not match the pipeline stops the stage instead of filing counts under the wrong filter."""
+    from core.cleaning.quality import FastC4QualityFilter
+    from core.cleaning.runner import gather_stats
+    from core.errors import LifecycleError
+
+    pipeline = [steps.Normalize(fix_text=False, html=False), FastC4QualityFilter(), steps.RedactPII()]
+    (tmp_path / "stats").mkdir()
+    entries = [{"name": "renamed a", "stats": {"total": 3}}, {"name": "renamed b", "stats": {"dropped_x": 2}},
+               {"name": "renamed c", "stats": {"redactions": {"total": 4, "n": 1}}}]
+    for rank in range(2):
+        (tmp_path / "stats" / f"{rank:05d}.json").write_text(json.dumps(entries))
+    assert gather_stats(tmp_path, pipeline) == {"normalize": {"total": 6}, "c4": {"dropped_x": 4},
+                                               "pii": {"redactions": 8}}
+    with pytest.raises(LifecycleError, match="stats of 3 steps for a pipeline of 2"):
+        gather_stats(tmp_path, pipeline[:2])

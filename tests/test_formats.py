@@ -4,7 +4,14 @@ from pathlib import Path
 import pytest
 
 from core.errors import InputError
-from core.formats import read_corpus, read_instructions, read_preferences
+from core.formats import iter_rows, read_instructions, read_preferences
+from core.readers import CorpusReader
+
+
+def read_corpus(path, strict=True):
+    """The clean stage's corpus reader (the first problem raises, as with clean.strict)."""
+    reader = CorpusReader(str(path), problems_dir=str(Path(path).parent / ".problems"), strict=strict)
+    return [doc.text for doc in reader.run()]
 
 
 def write(path, text):
@@ -40,7 +47,7 @@ def test_corpus_saved_hf_dataset(tmp_path):
     ("empty.jsonl", "", "file is empty"),
     ("bad.jsonl", '{"text": "ok"}\n{not json}\n', "bad.jsonl:2: invalid JSON line"),
     ("list.jsonl", '["a"]\n', "list.jsonl:1: expected a JSON object"),
-    ("notext.jsonl", '{"body": "a"}\n', "notext.jsonl:1: corpus record has no string 'text' field"),
+    ("notext.jsonl", '{"body": "a"}\n', "notext.jsonl:1: record has no string 'text' field"),
     ("data.csv", "text\na\n", "unsupported format '.csv'"),
 ])
 def test_corpus_errors_name_the_file_and_line(tmp_path, name, content, message):
@@ -54,7 +61,7 @@ def test_corpus_errors_name_the_file_and_line(tmp_path, name, content, message):
 def test_invalid_utf8_is_named(tmp_path):
     path = tmp_path / "latin.txt"
     path.write_bytes(b"caf\xe9 au lait")
-    with pytest.raises(InputError, match="latin.txt: not valid UTF-8"):
+    with pytest.raises(InputError, match="latin.txt:1: not valid UTF-8"):
         list(read_corpus(path))
 
 
@@ -299,3 +306,29 @@ def test_preference_kind_and_reference_are_kept_when_present(tmp_path):
                                                "kind": "type"})
     (record,) = read_preferences(spec)
     assert (record["kind"], record["reference"], record["chosen"]) == ("style", "yes", "yes")
+
+
+def test_corpus_and_record_readers_read_every_format_alike(tmp_path):
+    """One reader of the file formats (core.formats.file_rows): the clean stage's corpus reader and the
+    instruction/preference readers see the same rows in every format, and a directory's hidden files in neither."""
+    import gzip
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import zstandard
+
+    d = tmp_path / "d"
+    d.mkdir()
+    write(d / "a.txt", "one\nstill one\n\n\ntwo\n")
+    (d / "b.jsonl.gz").write_bytes(gzip.compress(b'{"text": "three"}\n\n{"text": "four"}\n'))
+    (d / "c.ndjson.zst").write_bytes(zstandard.ZstdCompressor().compress(b'{"text": "five"}\n'))
+    write(d / "d.json", json.dumps([{"text": "six"}]))
+    write(d / "e.json", json.dumps({"data": [{"text": "seven"}, {"text": "eight"}]}, indent=2))
+    write(d / "f.json", '{"text": "nine"}\n{"text": "ten"}\n')  # JSON lines named .json
+    pq.write_table(pa.table({"text": ["eleven"]}), d / "g.parquet")
+    write(d / "h.html", "<p>twelve</p>\n\n<p>still twelve</p>\n")
+    write(d / ".hidden.jsonl", '{"text": "hidden"}\n')
+    expected = ["one\nstill one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+                "<p>twelve</p>\n\n<p>still twelve</p>"]
+    assert [row["text"] for _, row in iter_rows(d)] == expected
+    assert read_corpus(d) == expected

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core.errors import InputError
-from core.formats import instruction_record, iter_rows, preference_record, read_corpus, read_instructions
+from core.formats import instruction_record, iter_rows, preference_record, read_instructions
 from core.formats import RecordError
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -23,6 +23,13 @@ json_value = st.recursive(st.none() | st.booleans() | st.integers() | text,
 
 def scratch(name: str) -> Path:
     return Path(tempfile.mkdtemp()) / name
+
+
+def read_corpus(path: Path) -> list[str]:
+    """The clean stage's corpus reader, stopping on the first problem (clean.strict)."""
+    from core.readers import CorpusReader
+
+    return [doc.text for doc in CorpusReader(str(path), str(path.parent / "problems"), strict=True).run()]
 
 
 @SETTINGS

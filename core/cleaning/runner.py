@@ -15,10 +15,17 @@ from collections import Counter
 from pathlib import Path
 
 import datatrove.executor.base
+from datatrove.pipeline.dedup import MinhashDedupCluster, MinhashDedupFilter
+from datatrove.pipeline.dedup.exact_dedup import ExactDedupFilter
+from datatrove.pipeline.filters import (C4QualityFilter, FineWebQualityFilter, GopherQualityFilter,
+                                        GopherRepetitionFilter)
 from loguru import logger
 
+from core.cleaning.quality import SanityFilter
 from core.cleaning.settings import ExecutorConfig
+from core.cleaning.steps import BoilerplateLines, LanguageFilter, Normalize, RedactPII, SplitWriter
 from core.errors import LifecycleError
+from core.readers import CorpusReader
 
 
 def _no_tracebacks(record) -> bool:
@@ -86,34 +93,41 @@ class Runner:
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-12:]) if log.exists() else "(no log)"
             raise LifecycleError(f"pass {name}: {len(failed)} of {tasks} datatrove task(s) failed; "
                                  f"task {failed[0]}'s log ends:\n{tail}")
-        return gather_stats(logs)
+        return gather_stats(logs, pipeline)
 
 
-def gather_stats(logs: Path) -> dict[str, Counter]:
-    """{step name: Counter of its stats, summed over tasks} from datatrove's per-task stats files."""
+# the metrics' name of each step whose stats they read, by its class (subclasses included: the fast filters)
+STAT_KEYS = [(CorpusReader, "reader"), (Normalize, "normalize"), (BoilerplateLines, "boilerplate"),
+             (LanguageFilter, "language"), (SanityFilter, "sanity"), (GopherRepetitionFilter, "gopher_repetition"),
+             (GopherQualityFilter, "gopher_quality"), (C4QualityFilter, "c4"), (FineWebQualityFilter, "fineweb"),
+             (RedactPII, "pii"), (ExactDedupFilter, "exact_dedup"), (MinhashDedupCluster, "minhash_cluster"),
+             (MinhashDedupFilter, "near_dedup"), (SplitWriter, "split")]
+
+
+def stat_key(step: object) -> str | None:
+    return next((key for cls, key in STAT_KEYS if isinstance(step, cls)), None)
+
+
+def gather_stats(logs: Path, pipeline: list) -> dict[str, Counter]:
+    """{stat key of a step: Counter of its stats, summed over tasks} from datatrove's per-task stats files, which
+    hold one entry per pipeline step in the pipeline's order."""
+    keys = [stat_key(step) for step in pipeline if hasattr(step, "stats")]
     out: dict[str, Counter] = {}
     for path in sorted((logs / "stats").glob("*.json")):
-        for step in json.loads(path.read_text()):
-            counter = out.setdefault(step["name"], Counter())
-            for key, value in step.get("stats", {}).items():
-                counter[key] += value["total"] if isinstance(value, dict) else value
+        entries = json.loads(path.read_text())
+        if len(entries) != len(keys):
+            raise LifecycleError(f"{path}: stats of {len(entries)} steps for a pipeline of {len(keys)}")
+        for key, entry in zip(keys, entries):
+            if key is None:
+                continue
+            counter = out.setdefault(key, Counter())
+            for name, value in entry.get("stats", {}).items():
+                counter[name] += value["total"] if isinstance(value, dict) else value
     return out
 
 
-STEP_KEYS = {"Corpus reader": "reader", "Normalise": "normalize", "Boilerplate": "boilerplate",
-             "Language": "language", "Sanity": "sanity", "Gopher Repetition": "gopher_repetition",
-             "Gopher Quality": "gopher_quality",
-             "C4 Quality": "c4", "FineWeb": "fineweb", "PII": "pii", "exact-deduplication stage 3": "exact_dedup",
-             "MinHash stage 3": "minhash_cluster", "MinHash stage 4": "near_dedup", "Split": "split"}
-
-
-def step_key(step_name: str) -> str | None:
-    return next((key for hint, key in STEP_KEYS.items() if hint in step_name), None)
-
-
-def corpus_metrics(stats: dict[str, Counter], problems: list[dict]) -> dict:
+def corpus_metrics(steps: dict[str, Counter], problems: list[dict]) -> dict:
     """Docs and bytes in and out, drops per filter and reason, dedup clusters, input problems."""
-    steps = {step_key(name): counter for name, counter in stats.items() if step_key(name)}
     dropped: dict[str, dict[str, int]] = {}
     for key, counter in steps.items():
         reasons = {k.removeprefix("dropped_"): int(v) for k, v in counter.items() if k.startswith("dropped_")}
