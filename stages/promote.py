@@ -10,7 +10,7 @@ Gate values, bounds and the outcome go to metrics/promote.json and the report ca
 """
 from __future__ import annotations
 
-import os
+import contextlib
 from pathlib import Path
 
 from pydantic import Field
@@ -80,6 +80,20 @@ class OtherTask(Exception):
     """The champion was evaluated on another task: the candidate cannot beat a number it was not measured on."""
 
 
+@contextlib.contextmanager
+def hub_offline():
+    """MLflow asks the hub for a model card and a license under the model's path; ours is a local directory, and
+    on an offline machine those calls retried for minutes. huggingface_hub reads HF_HUB_OFFLINE once, at import, so
+    the flag is set on its constants for the call."""
+    from huggingface_hub import constants
+
+    saved, constants.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE, True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = saved
+
+
 def run(cfg: Config) -> dict:
     import mlflow
     import torch
@@ -109,10 +123,11 @@ def run(cfg: Config) -> dict:
     # components, not the checkpoint path: MLflow 3.17's path branch breaks on transformers 5's task registry
     components = {"model": AutoModelForCausalLM.from_pretrained(str(MODEL_DIR), dtype=torch.float32),
                   "tokenizer": AutoTokenizer.from_pretrained(str(MODEL_DIR))}
-    info = mlflow.transformers.log_model(
-        transformers_model=components, task="text-generation", name="model",
-        registered_model_name=cfg.model_name,
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"transformers=={transformers.__version__}"])
+    with hub_offline():
+        info = mlflow.transformers.log_model(
+            transformers_model=components, task="text-generation", name="model",
+            registered_model_name=cfg.model_name,
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"transformers=={transformers.__version__}"])
     version = str(info.registered_model_version)
     client.set_registered_model_alias(cfg.model_name, CANDIDATE, version)
     if promoted:
@@ -126,9 +141,6 @@ def run(cfg: Config) -> dict:
 
 
 def main() -> None:
-    # the model is local: without this MLflow asks the hub for a model card and license under its path, and
-    # offline that costs minutes of retries
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from core.stage import stage_main
 
     stage_main("promote", Config, run)

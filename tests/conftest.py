@@ -11,7 +11,6 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("LIFECYCLE_THREADS", "2")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the hub (MLflow would fetch model cards)
 
 # Modules that take minutes, in the order pytest-xdist should hand them out (it follows collection order):
 # test_e2e builds the session's micro run first, test_own_data (which does not copy it) runs meanwhile, the

@@ -42,14 +42,26 @@ def test_the_shipped_gate_refuses_a_model_whose_general_perplexity_rose_more_tha
 
 @pytest.fixture
 def registry(tmp_path, monkeypatch):
+    """A project with a chat model to register. The registry runs in this process, as the stage does: a name lookup
+    of any host (MLflow asked the hub for the local model's card and license) fails the test."""
+    import socket
+
     from core import tracking
 
+    looked_up = []
+
+    def no_network(host, *args, **kwargs):
+        looked_up.append(host)
+        raise OSError(f"test: no network ({host})")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.delenv(tracking.PARENT_ENV, raising=False)
     save_micro_chat_model(tmp_path / "artifacts" / "align")
     tracking.setup(tmp_path)
-    return tmp_path
+    yield tmp_path
+    assert [h for h in looked_up if h not in ("localhost", "127.0.0.1")] == []
 
 
 def _promote_with(root, accuracy: float) -> dict:
