@@ -156,15 +156,19 @@ def lifecycle(overrides: list[str] | None = None, targets: list[str] | None = No
         return _run(overrides, targets)
 
 
-def _run(overrides: list[str] | None, targets: list[str] | None) -> dict:
-    import mlflow
-
-    start = time.perf_counter()
+def prepare(overrides: list[str], targets: list[str]) -> tuple[dict, dict, list[str]]:
+    """Everything a run checks before its first stage: the overrides written into params.yaml, every section valid,
+    the sample data in place where it is used, the task fitting the instructions. Returns (the applied overrides,
+    params, the stages to run). A refused run leaves params.yaml as it was."""
     path = params_path()
-    applied = apply_overrides(path, overrides or [])
-    apply_overrides(path, data_as_mappings(path))
-    params = validate_params(path)
-    orchestration = Orchestration(**params.get("orchestration") or {})
+    original = path.read_bytes()
+    try:
+        applied = apply_overrides(path, overrides)
+        apply_overrides(path, data_as_mappings(path))
+        params = validate_params(path)
+    except Exception:
+        path.write_bytes(original)
+        raise
     names = stages_for(targets, params)
     from pipelines import sample_data
 
@@ -174,6 +178,15 @@ def _run(overrides: list[str] | None, targets: list[str] | None) -> dict:
         sample_data.ensure()
     if {"align", "evaluate"} & set(names):
         preflight_task(params)
+    return applied, params, names
+
+
+def _run(overrides: list[str] | None, targets: list[str] | None) -> dict:
+    import mlflow
+
+    start = time.perf_counter()
+    applied, params, names = prepare(overrides or [], targets or [])
+    orchestration = Orchestration(**params.get("orchestration") or {})
     exp_id = tracking.setup()
     tracking.end_orphaned_runs(exp_id)
     with mlflow.start_run(experiment_id=exp_id, run_name="lifecycle",
@@ -222,9 +235,12 @@ def run_pipeline(overrides: list[str] | None = None, targets: list[str] | None =
         if not required.is_file():
             raise ConfigError(f"{required} not found in {Path.cwd()}: run lifecycle from the project's root, the "
                               f"folder that holds dvc.yaml and params.yaml")
-    # the lock first: a refused run answers at once and starts no Prefect server
-    with exclusive(), prefect_api_for_run():
-        return lifecycle(overrides=overrides or [], targets=targets or [])
+    # the lock and the checks first: a refused run answers at once and starts no Prefect server (the flow, which
+    # deployments call directly, makes the same checks again: the overrides are in params.yaml by then)
+    with exclusive():
+        prepare(overrides or [], targets or [])
+        with prefect_api_for_run():
+            return lifecycle(overrides=overrides or [], targets=targets or [])
 
 
 if __name__ == "__main__":
