@@ -136,6 +136,11 @@ def test_bad_override_fails_cleanly(project):
     assert proc.returncode == 2
     assert "unknown key 'sft.lora.rank'" in proc.stderr
     assert (root / "params.yaml").read_text() == before
+    # a known key with a value its stage refuses: refused before any server or stage starts, params.yaml untouched
+    proc = lifecycle(root, "run", "--set", "sft.steps=abc", check=False)
+    assert proc.returncode == 2 and "sft.steps: Input should be a valid integer" in proc.stderr, proc.stderr[-2000:]
+    assert "Flow run" not in proc.stdout + proc.stderr  # no flow started
+    assert (root / "params.yaml").read_text() == before
 
 
 def test_grpo_runs_with_the_verifiable_reward(project):
