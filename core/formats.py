@@ -199,10 +199,10 @@ def _json_rows(raw: io.BufferedIOBase, fmt: str, where: str, problem: Problem) -
             return
         if isinstance(data, dict):
             lists = [v for v in data.values() if isinstance(v, list)]
-            if len(lists) != 1:
-                problem("invalid_json", where, "expected a JSON array of records (or an object holding one)")
-                return
-            data = lists[0]
+            data = lists[0] if len(lists) == 1 else None
+        if not isinstance(data, list):
+            problem("invalid_json", where, "expected a JSON array of records (or an object holding one)")
+            return
         for i, row in enumerate(data):
             yield f"{where}: record {i}", i, row
         return

@@ -49,6 +49,8 @@ def test_corpus_saved_hf_dataset(tmp_path):
     ("list.jsonl", '["a"]\n', "list.jsonl:1: expected a JSON object"),
     ("notext.jsonl", '{"body": "a"}\n', "notext.jsonl:1: record has no string 'text' field"),
     ("data.csv", "text\na\n", "unsupported format '.csv'"),
+    ("scalar.json", "5\n", "scalar.json: expected a JSON array of records"),
+    ("string.json", '"text"\n', "string.json: expected a JSON array of records"),
 ])
 def test_corpus_errors_name_the_file_and_line(tmp_path, name, content, message):
     path = tmp_path / name
