@@ -2,7 +2,6 @@
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 from ruamel.yaml import YAML
@@ -122,11 +121,10 @@ def test_report_card_holds_every_section_and_its_links_resolve(project):
 
 def test_second_repro_is_a_noop(project):
     root, _ = project
-    start = time.perf_counter()
+    before = (root / "dvc.lock").read_bytes()
     out = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=root, capture_output=True, text=True, check=True)
-    assert "didn't change" in out.stdout or "up to date" in out.stdout.lower()
-    assert "Running stage" not in out.stdout
-    assert time.perf_counter() - start < 30  # generous for CI; the demo's is reported in the notes
+    assert "Running stage" not in out.stdout, out.stdout[-2000:]  # no stage command ran (timing: not a test's job)
+    assert (root / "dvc.lock").read_bytes() == before
 
 
 def test_bad_override_fails_cleanly(project):
