@@ -144,17 +144,28 @@ def unsupported(name: str) -> str | None:
             f"{' or '.join(COMPRESSIONS)}, or a saved HF dataset)")
 
 
+def split_spec(spec: str) -> tuple[str, str | None]:
+    """(folder, glob pattern) of an input given as a file, a directory (no pattern) or a glob."""
+    path = Path(spec)
+    if any(c in spec for c in "*?["):
+        parts = path.parts
+        i = next(i for i, part in enumerate(parts) if any(c in part for c in "*?["))
+        return str(Path(*parts[:i])) if i else ".", str(Path(*parts[i:]))
+    if path.is_file():
+        return str(path.parent), path.name
+    return spec, None
+
+
 def input_files(spec: str) -> list[Path]:
     """The files of an input given as a file, a directory (recursively; hidden files left out) or a glob."""
-    if any(c in spec for c in "*?["):
-        parts = Path(spec).parts
-        i = next(i for i, part in enumerate(parts) if any(c in part for c in "*?["))
-        return sorted(p for p in Path(*parts[:i] or ".").glob(str(Path(*parts[i:]))) if p.is_file())
-    path = Path(spec)
-    if path.is_dir():
-        return sorted(p for p in path.rglob("*") if p.is_file()
-                      and not any(part.startswith(".") for part in p.relative_to(path).parts))
-    return [path] if path.is_file() else []
+    folder, pattern = split_spec(spec)
+    if pattern is not None:
+        return sorted(p for p in Path(folder).glob(pattern) if p.is_file())
+    root = Path(folder)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.rglob("*") if p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(root).parts))
 
 
 def _lines(raw: BinaryIO, where: str, problem: Problem) -> Iterator[tuple[int, bytes]]:

@@ -16,7 +16,7 @@ from datatrove.pipeline.readers.base import BaseDiskReader
 
 from core.errors import InputError
 from core.formats import (HTML_SUFFIXES, TEXT_SUFFIXES, file_rows, input_files, is_hf_dataset_dir, load_hf_dataset,
-                          suffixes, unsupported)
+                          split_spec, suffixes, unsupported)
 
 
 def n_input_files(path: str) -> int:
@@ -24,18 +24,6 @@ def n_input_files(path: str) -> int:
     if path.startswith("hf://") or is_hf_dataset_dir(Path(path)):
         return 1
     return len(input_files(path))
-
-
-def split_spec(spec: str) -> tuple[str, str | None]:
-    """(data folder, glob pattern) for an input given as a file, a directory or a glob."""
-    path = Path(spec)
-    if any(c in spec for c in "*?["):
-        parts = path.parts
-        i = next(i for i, part in enumerate(parts) if any(c in part for c in "*?["))
-        return str(Path(*parts[:i])) if i else ".", str(Path(*parts[i:]))
-    if path.is_file():
-        return str(path.parent), path.name
-    return spec, None
 
 
 class CorpusReader(BaseDiskReader):
