@@ -52,6 +52,18 @@ def _healthy(url: str) -> bool:
         return False
 
 
+def wait_healthy(proc: subprocess.Popen, url: str, timeout_s: float, what: str, log: Path) -> None:
+    """Poll a starting server's health URL (servers announce readiness no other way) until it answers; a
+    LifecycleError naming its log if it exits first or does not answer within `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not _healthy(url):
+        if proc.poll() is not None:
+            raise LifecycleError(f"{what} exited ({proc.returncode}); see {log}")
+        if time.monotonic() > deadline:
+            raise LifecycleError(f"{what} did not answer {url} within {timeout_s:.0f} s; see {log}")
+        time.sleep(0.2)
+
+
 def stop(proc: subprocess.Popen, group: bool = True) -> None:
     """SIGTERM, then SIGKILL after 20 s: to the server's process group (its worker children too) when it leads one."""
     if proc.poll() is not None:
@@ -81,15 +93,8 @@ def running(root: Path | None = None, host: str = LOOPBACK, prefect_port: int = 
             with open(logs / f"{name}.log", "ab") as log:
                 procs[name] = subprocess.Popen(cmd, cwd=root, env={**os.environ, **extra}, stdout=log,
                                                stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout_s
         for name, (_, _, url) in commands(root, host, prefect_port, mlflow_port).items():
-            while not _healthy(url):
-                if procs[name].poll() is not None:
-                    raise LifecycleError(f"{name} server exited ({procs[name].returncode}); see {logs / name}.log")
-                if time.monotonic() > deadline:
-                    raise LifecycleError(f"{name} server did not answer {url} within {timeout_s:.0f} s; "
-                                         f"see {logs / name}.log")
-                time.sleep(0.5)
+            wait_healthy(procs[name], url, timeout_s, f"{name} server", logs / f"{name}.log")
         yield client_env(host, prefect_port, mlflow_port)
     finally:
         for proc in procs.values():
@@ -135,12 +140,8 @@ def prefect_api_for_run(timeout_s: float = 120) -> Iterator[None]:
     with open(home / "temporary-server.log", "ab") as log:
         proc = subprocess.Popen(cmd, env={**os.environ, **extra}, stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + timeout_s
-        while not _healthy(f"{url}/health"):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise LifecycleError(f"Prefect's temporary API server did not start (exit {proc.poll()}); see "
-                                     f"{home / 'temporary-server.log'}, or set PREFECT_API_URL to a running server")
-            time.sleep(0.1)
+        wait_healthy(proc, f"{url}/health", timeout_s, "Prefect's temporary API server (or set PREFECT_API_URL to "
+                     "a running server)", home / "temporary-server.log")
         with temporary_settings(updates={PREFECT_API_URL: url}):
             try:
                 yield

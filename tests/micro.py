@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from core.config import profile_overrides
@@ -74,7 +73,7 @@ def shared_prefect_api() -> str:
     """This test process's Prefect API server, started on first use: runs that talk to a running server (as a
     team's runs do, `lifecycle server`) skip the temporary server each bare `lifecycle run` starts (~5 s)."""
     if "url" not in _PREFECT:
-        from pipelines.servers import _healthy, free_port, stop, temporary_prefect_server
+        from pipelines.servers import free_port, stop, temporary_prefect_server, wait_healthy
 
         home = Path(tempfile.mkdtemp(prefix="prefect-api-"))
         port = free_port()
@@ -84,11 +83,7 @@ def shared_prefect_api() -> str:
         proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **extra, "PREFECT_HOME": str(home)}, stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         atexit.register(stop, proc)
-        deadline = time.monotonic() + 180
-        while not _healthy(health):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the tests' Prefect server did not start:\n{(home / 'server.log').read_text()}")
-            time.sleep(0.5)
+        wait_healthy(proc, health, 180, "the tests' Prefect server", home / "server.log")
         _PREFECT["url"] = health.removesuffix("/health")
     return _PREFECT["url"]
 
