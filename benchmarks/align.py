@@ -177,7 +177,8 @@ def run_child(kind: str, steps: int) -> dict:
             from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
             from core.lm import reward_scores
-            from core.ppo import PPOSettings, PPOTrainer
+            from core.ppo import PPOTrainer
+            from core.settings import PPOSettings
 
             tok.padding_side = "left"
             rm = AutoModelForSequenceClassification.from_pretrained(WORK / "reward").eval()

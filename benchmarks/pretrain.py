@@ -46,7 +46,8 @@ def child(kind: str, profile: str, steps: int, batch: int, seq: int, vocab: int,
     import torch
 
     from core import runtime
-    from core.train_loop import TrainSettings, train  # imported before the clock starts, like torch for raw
+    from core.settings import TrainSettings
+    from core.train_loop import train  # imported before the clock starts, like torch for raw
 
     dev = runtime.setup(0)
     model = build(profile, seq, vocab).to(dev)

@@ -13,13 +13,12 @@ import signal
 import socket
 import subprocess
 import sys
-from typing import Iterator, Literal
+from typing import Iterator
 
 import torch
 
 from core.process import die_with_parent
-
-Strategy = Literal["ddp", "fsdp"]
+from core.settings import Strategy
 
 
 def rank() -> int:

@@ -8,67 +8,11 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from pydantic import Field
 from transformers import TrainerCallback
 
 from core import tracking
-from core.config import StageConfig
-from core.errors import ConfigError, LifecycleError
+from core.errors import LifecycleError
 from core.io import atomic_dir
-
-ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-class LoraSettings(StageConfig):
-    r: int = Field(16, gt=0)
-    alpha: int = Field(32, gt=0)
-    dropout: float = Field(0.0, ge=0, lt=1)
-    target_modules: list[str] = ALL_LINEAR
-    modules_to_save: list[str] = []
-
-    def peft_config(self, task_type: str):
-        from peft import LoraConfig
-
-        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
-                          target_modules=self.target_modules, modules_to_save=self.modules_to_save or None,
-                          ensure_weight_tying=True, task_type=task_type)
-
-    def check(self, model, where: str) -> None:
-        """Every target module exists in the model (PEFT's own error does not say which key to fix)."""
-        names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
-        missing = [t for t in self.target_modules if t not in names]
-        if missing:
-            raise ConfigError(f"{where}.target_modules: {missing} not found in the model "
-                              f"(linear layers here: {sorted(n for n in names if n.endswith('proj'))})")
-
-
-class TrainerSettings(StageConfig):
-    """The training knobs every TRL stage (sft, reward, align.dpo, align.grpo) shares; each stage's class sets its
-    own defaults where TRL's differ by method (lr, warmup)."""
-    steps: int = Field(gt=0)
-    batch_size: int = Field(16, gt=0)
-    lr: float = Field(gt=0)
-    warmup_ratio: float = Field(0.1, ge=0, lt=1)
-    log_every: int = Field(10, gt=0)
-    gradient_checkpointing: bool = Field(False, description="recompute activations: less memory, slower steps")
-    checkpoint_every: int = Field(0, ge=0, description="save a resumable checkpoint every N steps (0: none)")
-
-    def trl_args(self, output_dir: Path, seed: int) -> dict:
-        """Arguments for a TRL config. bf16 only on a GPU that supports it. TRL turns gradient checkpointing on
-        by default; it only trades time for memory, so it is a per-stage choice here, off by default
-        (benchmarks/results/align.json measures the difference). `checkpoint_every` > 0 saves a resumable
-        checkpoint (weights, optimizer, scheduler, RNG states) every so many steps, the last two kept."""
-        gpu = torch.cuda.is_available()
-        return dict(
-            output_dir=str(output_dir), seed=seed, data_seed=seed, max_steps=self.steps,
-            per_device_train_batch_size=self.batch_size, learning_rate=self.lr, lr_scheduler_type="cosine",
-            warmup_steps=max(1, int(self.warmup_ratio * self.steps)), logging_steps=self.log_every,
-            save_strategy="steps" if self.checkpoint_every else "no", save_steps=self.checkpoint_every or self.steps,
-            save_total_limit=2, report_to="none", use_cpu=not gpu, bf16=gpu and torch.cuda.is_bf16_supported(),
-            dataloader_num_workers=0, disable_tqdm=False, max_grad_norm=1.0,
-            gradient_checkpointing=self.gradient_checkpointing,
-        )
-
 
 def to_trl_pairs(records: list[dict]) -> list[dict]:
     """Canonical preference records -> TRL's conversational {prompt, chosen, rejected} rows (reward model, DPO)."""

@@ -8,22 +8,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from core.chat import CHAT_TEMPLATE, DOC_SEP, EOS, PAD, SPECIAL_TOKENS
 from core.errors import InputError
-
-DOC_SEP = "<|endoftext|>"  # between pretraining documents
-EOS = "<|end|>"  # ends a chat turn; generation stops here
-PAD = "<|pad|>"
-# Separate document and turn ends: a model pretrained to forget everything before a document boundary
-# would otherwise ignore the user's message when it answers.
-SPECIAL_TOKENS = [DOC_SEP, EOS, PAD, "<|system|>", "<|user|>", "<|assistant|>"]
-# One template, carried by the tokenizer and used by every stage.
-CHAT_TEMPLATE = (
-    "{%- for message in messages -%}"
-    "{{ '<|' + message['role'] + '|>\n' + message['content'] + '<|end|>' }}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{ '<|assistant|>\n' }}{%- endif -%}"
-)
-
 
 def require_dir(path: str | Path, what: str) -> Path:
     path = Path(path)

@@ -14,42 +14,14 @@ import math
 import random
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Callable, Literal, Sequence
+from typing import Callable, Sequence
 
 import torch
-from pydantic import Field
 from tqdm import tqdm
 
-from core.config import StageConfig
 from core.errors import LifecycleError
-from core.hf_trainers import LoraSettings
 from core.lm import decode_responses, disable_dropout, prompt_batches, sample_tokens
-
-
-class PPOSettings(StageConfig):
-    steps: int = Field(gt=0, description="rollout + optimisation rounds")
-    batch_size: int = Field(16, gt=0, description="prompts per rollout")
-    mini_batch_size: int = Field(8, gt=0)
-    ppo_epochs: int = Field(2, gt=0)
-    lr: float = Field(1e-5, gt=0)
-    max_new_tokens: int = Field(12, gt=0)
-    temperature: float = Field(1.0, gt=0)
-    kl_coef: float = Field(0.05, ge=0)
-    adaptive_kl: bool = False
-    target_kl: float = Field(6.0, gt=0, description="adaptive: target KL per answer (nats)")
-    kl_horizon: int = Field(10000, gt=0)
-    cliprange: float = Field(0.2, gt=0)
-    cliprange_value: float = Field(0.2, gt=0)
-    vf_coef: float = Field(0.1, ge=0)
-    gamma: float = Field(1.0, gt=0, le=1)
-    lam: float = Field(0.95, ge=0, le=1)
-    missing_eos_penalty: float = Field(1.0, ge=0, description="subtracted from the score of an unfinished answer")
-    grad_clip: float = Field(1.0, gt=0)
-    value: Literal["model", "head"] = Field("model", description=(
-        "model: a separate value model initialised from the reward model; head: a linear head on the policy's "
-        "own hidden states (shared backbone, TRL's AutoModelForCausalLMWithValueHead)"))
-    lora: LoraSettings | None = Field(None, description="train the policy through a LoRA adapter (merged at the end)")
-    checkpoint_every: int = Field(0, ge=0, description="save a resumable checkpoint every N rounds (0: none)")
+from core.settings import PPOSettings
 
 
 # --------------------------------------------------------------------------- the maths, unit-tested

@@ -16,44 +16,19 @@ import math
 import shutil
 import time
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable
 
 import torch
-from pydantic import Field
 from tqdm import tqdm
 
 from core import distributed, tracking
-from core.config import StageConfig
 from core.errors import LifecycleError
 from core.lm import mean_nll, nll_sum
 from core.metrics import bits_per_byte
+from core.settings import TrainSettings
 
 STATE = "trainer_state.pt"
 CHECKPOINT_FORMAT = 2  # full state dicts from torch.distributed.checkpoint (parameter names as keys)
-# settings a checkpoint resumes across (how the run is spread over processes): left out of its fingerprint
-RESUMABLE_ACROSS = {"processes", "strategy"}
-
-
-class TrainSettings(StageConfig):
-    steps: int = Field(gt=0)
-    batch_size: int = Field(gt=0, description="sequences per optimizer step (split over grad_accum micro-batches)")
-    lr: float | None = Field(None, gt=0, description="pretrain derives one from the model width when unset")
-    schedule: Literal["cosine", "wsd"] = "cosine"
-    decay_fraction: float = Field(0.2, gt=0, le=1, description="wsd: share of steps spent decaying at the end")
-    min_lr_ratio: float = Field(0.1, ge=0, le=1)
-    warmup_steps: int = Field(10, ge=0)
-    weight_decay: float = Field(0.1, ge=0)
-    grad_clip: float = Field(1.0, gt=0)
-    grad_accum: int = Field(1, gt=0)
-    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on CUDA with bf16")
-    compile: bool = False
-    eval_every: int = Field(50, gt=0)
-    log_every: int = Field(10, gt=0)
-    checkpoint_every: int = Field(0, ge=0, description="0: no mid-run checkpoints (no resume)")
-    processes: int = Field(1, ge=1, description="ranks under `accelerate launch` (GPUs, or CPU processes)")
-    strategy: distributed.Strategy = Field("ddp", description="with processes > 1: ddp, or fsdp (FSDP2 sharding)")
-
-
 def lr_lambda(settings: TrainSettings) -> Callable[[int], float]:
     floor = settings.min_lr_ratio
 

@@ -15,21 +15,21 @@ grpo: TRL's GRPOTrainer on the instruction prompts with verifiable rewards from 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
-import torch
 from pydantic import Field
 
-from core import runtime, tracking
+from core import tracking
 from core.config import StageConfig
-from core import hf_trainers
-from core.hf_trainers import StageLog, TrainerSettings, to_trl_pairs
-from core.io import read_jsonl, write_json, weight_bytes
 from core.errors import ConfigError
-from core.lm import (disable_dropout, load_causal_lm, load_pretrained, load_tokenizer, require_same_tokenizer,
-                     reward_scores, right_padded)
-from core.ppo import PPOSettings, PPOTrainer, ValueHead
+from core.io import read_jsonl, weight_bytes, write_json
+from core.settings import PPOSettings, TrainerSettings
 from tasks import Task, TaskConfig, check_fit, load_task
+
+# torch, transformers and TRL (and core.lm, core.hf_trainers, core.ppo) are imported where they are used:
+# `lifecycle run` imports every stage's Config to check params.yaml, and that check must not wait for them
+if TYPE_CHECKING:
+    import torch
 
 CLEAN = Path("data/clean")
 SFT = Path("artifacts/sft")
@@ -80,6 +80,9 @@ def build_dpo_trainer(d: DPOSettings, seed: int, sft: Path, tokenizer, records: 
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
+    from core.hf_trainers import to_trl_pairs
+    from core.lm import load_causal_lm, right_padded
+
     args = DPOConfig(**d.trl_args(work_dir, seed), beta=d.beta, loss_type=d.loss_type, max_length=d.max_length)
     return DPOTrainer(model=load_causal_lm(sft), ref_model=load_causal_lm(sft), args=args,
                       train_dataset=Dataset.from_list(to_trl_pairs(records)), processing_class=right_padded(tokenizer),
@@ -87,6 +90,9 @@ def build_dpo_trainer(d: DPOSettings, seed: int, sft: Path, tokenizer, records: 
 
 
 def run_dpo(cfg: Config, tokenizer) -> tuple[torch.nn.Module, list[dict]]:
+    from core import hf_trainers
+    from core.hf_trainers import StageLog
+
     trainer = build_dpo_trainer(cfg.dpo, cfg.seed, SFT, tokenizer, read_jsonl(CLEAN / "preferences.train.jsonl"),
                                 WORK, [StageLog("align")])
     hf_trainers.train(trainer, "align", WORK, hf_trainers.fingerprint(cfg, SFT, CLEAN / "preferences.train.jsonl"))
@@ -95,6 +101,10 @@ def run_dpo(cfg: Config, tokenizer) -> tuple[torch.nn.Module, list[dict]]:
 
 def run_ppo(cfg: Config, tokenizer, dev) -> tuple[torch.nn.Module, list[dict]]:
     from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+    from core import hf_trainers
+    from core.lm import disable_dropout, load_causal_lm, load_pretrained, require_same_tokenizer, reward_scores
+    from core.ppo import PPOTrainer, ValueHead
 
     policy = load_causal_lm(SFT).to(dev)
     if cfg.ppo.lora:
@@ -161,7 +171,10 @@ def gold_reward(task: Task):
 
 def proxy_reward(tokenizer):
     """The reward stage's model as a GRPO reward function (scored as PPO and evaluate score it)."""
+    import torch
     from transformers import AutoModelForSequenceClassification
+
+    from core.lm import disable_dropout, load_pretrained, require_same_tokenizer, reward_scores
 
     require_same_tokenizer(tokenizer, REWARD, "reward model")
     model = load_pretrained(AutoModelForSequenceClassification, REWARD, "reward model").eval()
@@ -178,6 +191,10 @@ def proxy_reward(tokenizer):
 def run_grpo(cfg: Config, tokenizer) -> tuple[torch.nn.Module, list[dict]]:
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
+
+    from core import hf_trainers
+    from core.hf_trainers import StageLog
+    from core.lm import load_causal_lm
 
     grpo = cfg.grpo
     if grpo.batch_size % grpo.num_generations:
@@ -208,6 +225,9 @@ def run_grpo(cfg: Config, tokenizer) -> tuple[torch.nn.Module, list[dict]]:
 
 
 def run(cfg: Config) -> dict:
+    from core import hf_trainers, runtime
+    from core.lm import load_tokenizer
+
     dev = runtime.setup(cfg.seed)
     OVEROPT_PNG.unlink(missing_ok=True)  # drawn by ppo and grpo (they sample while training), not by dpo
     tokenizer = load_tokenizer(SFT)

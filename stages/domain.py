@@ -11,16 +11,16 @@ import math
 from pathlib import Path
 from typing import Literal
 
-import torch
 from pydantic import Field
 
-from core import distributed, runtime, tracking
+from core import tracking
 from core.config import StageConfig
 from core.io import read_texts, write_json
-from core.lm import bytes_per_token, load_causal_lm, load_tokenizer, mean_nll, pack, same_tokenizer
 from core.metrics import bits_per_byte
-from core.tokens import TOKENS, Blocks, Sampler
-from core.train_loop import RESUMABLE_ACROSS, TrainSettings, clear_checkpoints, save_model, train
+from core.settings import RESUMABLE_ACROSS, TrainSettings
+
+# torch and what is built on it are imported in run(): `lifecycle run` imports every stage's Config to check
+# params.yaml, and that check must not wait for torch
 
 CLEAN = Path("data/clean")
 BASE = Path("artifacts/pretrain")
@@ -47,6 +47,13 @@ def general_share(cfg: Config) -> float:
 
 
 def run(cfg: Config) -> dict:
+    import torch
+
+    from core import distributed, runtime
+    from core.lm import bytes_per_token, load_causal_lm, load_tokenizer, mean_nll, pack, same_tokenizer
+    from core.tokens import TOKENS, Blocks, Sampler
+    from core.train_loop import clear_checkpoints, save_model, train
+
     dev = runtime.setup(cfg.seed)
     tokenizer = load_tokenizer(BASE)
     model = load_causal_lm(BASE).to(dev)

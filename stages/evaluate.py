@@ -19,15 +19,15 @@ import math
 from pathlib import Path
 from typing import ClassVar
 
-import torch
 from pydantic import Field
 
-from core import metrics as measures, runtime, tracking
+from core import metrics as measures, tracking
 from core.config import StageConfig
 from core.io import atomic_dir, read_jsonl, read_texts, write_json, write_jsonl
-from core.lm import (answer_logprob, bytes_per_token, generate, load_causal_lm, load_pretrained, load_tokenizer,
-                     mean_nll, pack, require_same_tokenizer, reward_scores, sampled_kl)
 from tasks import TaskConfig, check_fit, load_task
+
+# torch and transformers (and core.lm) are imported in run(): `lifecycle run` imports every stage's Config to
+# check params.yaml, and that check must not wait for them
 
 CLEAN = Path("data/clean")
 MODELS = {"base": Path("artifacts/pretrain"), "domain": Path("artifacts/domain"), "sft": Path("artifacts/sft"),
@@ -51,7 +51,12 @@ class Config(StageConfig):
 
 
 def run(cfg: Config) -> dict:
+    import torch
     from transformers import AutoModelForSequenceClassification
+
+    from core import runtime
+    from core.lm import (answer_logprob, bytes_per_token, generate, load_causal_lm, load_pretrained, load_tokenizer,
+                         mean_nll, pack, require_same_tokenizer, reward_scores, sampled_kl)
 
     dev = runtime.setup(cfg.seed)
     tokenizer = load_tokenizer(MODELS["sft"])

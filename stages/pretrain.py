@@ -10,18 +10,17 @@ import math
 from pathlib import Path
 from typing import Literal
 
-import torch
 from pydantic import Field
 
-from core import distributed, runtime, tracking
+from core import tracking
 from core.config import StageConfig
 from core.errors import ConfigError
 from core.io import read_jsonl, read_texts, write_json
-from core.lm import (bytes_per_token, conversation_text, load_causal_lm, load_tokenizer, mean_nll, pack,
-                     same_tokenizer)
 from core.metrics import bits_per_byte
-from core.tokens import TOKENS, Blocks, Sampler
-from core.train_loop import RESUMABLE_ACROSS, TrainSettings, clear_checkpoints, save_model, train
+from core.settings import RESUMABLE_ACROSS, TrainSettings
+
+# torch and the modules built on it are imported where they are used: `lifecycle run` imports every stage's
+# Config to check params.yaml before anything starts, and that check must not wait seconds for torch
 
 CLEAN = Path("data/clean")
 TOKENIZER = Path("artifacts/tokenizer")
@@ -104,7 +103,7 @@ def learning_rate(cfg: Config, model) -> float:
 
 def load_init(cfg: Config, tokenizer):
     """The checkpoint's model and its own tokenizer (given the project's special tokens), or ours."""
-    from core.lm import adopt_tokenizer
+    from core.lm import adopt_tokenizer, load_causal_lm, load_tokenizer
 
     if not (Path(cfg.init_from) / "config.json").is_file():
         raise ConfigError(f"pretrain.init_from: {cfg.init_from} is not a Hugging Face checkpoint directory "
@@ -120,6 +119,13 @@ def load_init(cfg: Config, tokenizer):
 
 
 def run(cfg: Config) -> dict:
+    import torch
+
+    from core import distributed, runtime
+    from core.lm import bytes_per_token, conversation_text, load_tokenizer, mean_nll, pack, same_tokenizer
+    from core.tokens import TOKENS, Blocks, Sampler
+    from core.train_loop import clear_checkpoints, save_model, train
+
     dev = runtime.setup(cfg.seed)
     tokenizer = load_tokenizer(TOKENIZER)
     if cfg.init_from:

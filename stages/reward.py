@@ -12,15 +12,15 @@ from collections import defaultdict
 from pathlib import Path
 from typing import ClassVar
 
-import torch
 from pydantic import Field
 
-from core import runtime, tracking
-from core import hf_trainers
-from core.hf_trainers import LoraSettings, StageLog, TrainerSettings, to_trl_pairs
-from core.io import read_jsonl, write_json, weight_bytes
-from core.lm import load_pretrained, load_tokenizer, reward_scores, right_padded
+from core import tracking
+from core.io import read_jsonl, weight_bytes, write_json
+from core.settings import LoraSettings, TrainerSettings
 from tasks import TaskConfig, load_task
+
+# torch, transformers and TRL (and core.lm, core.hf_trainers) are imported where they are used: `lifecycle run`
+# imports every stage's Config to check params.yaml, and that check must not wait for them
 
 CLEAN = Path("data/clean")
 BASE = Path("artifacts/sft")
@@ -43,6 +43,10 @@ class Config(TrainerSettings):
 
 
 def pairwise(model, tokenizer, records: list[dict]) -> dict:
+    import torch
+
+    from core.lm import reward_scores
+
     prompts = [r["prompt"] for r in records]
     chosen = torch.tensor(reward_scores(model, tokenizer, prompts, [r["chosen"] for r in records]))
     rejected = torch.tensor(reward_scores(model, tokenizer, prompts, [r["rejected"] for r in records]))
@@ -77,6 +81,9 @@ def build_trainer(cfg: Config, base: Path, tokenizer, records: list[dict], work_
     from transformers import AutoModelForSequenceClassification
     from trl import RewardConfig, RewardTrainer
 
+    from core.hf_trainers import to_trl_pairs
+    from core.lm import load_pretrained, right_padded
+
     model = load_pretrained(AutoModelForSequenceClassification, base, "SFT model", num_labels=1)
     model.config.pad_token_id = tokenizer.pad_token_id
     if cfg.lora:
@@ -90,6 +97,10 @@ def build_trainer(cfg: Config, base: Path, tokenizer, records: list[dict], work_
 
 
 def run(cfg: Config) -> dict:
+    from core import hf_trainers, runtime
+    from core.hf_trainers import StageLog
+    from core.lm import load_tokenizer
+
     dev = runtime.setup(cfg.seed)
     tokenizer = load_tokenizer(BASE)
     train_records = read_jsonl(CLEAN / "preferences.train.jsonl")

@@ -17,18 +17,17 @@ import random
 from pathlib import Path
 from typing import Literal
 
-import torch
-
 from pydantic import Field
 
-from core import runtime, tracking
+from core import tracking
+from core.chat import SPECIAL_TOKENS
 from core.errors import ConfigError
-from core import hf_trainers
-from core.hf_trainers import StageLog, TrainerSettings
-from core.hf_trainers import LoraSettings as BaseLora
-from core.io import read_jsonl, write_json, weight_bytes
-from core.io import read_texts
-from core.lm import SPECIAL_TOKENS, load_causal_lm, load_tokenizer, mean_nll, pack, right_padded
+from core.io import read_jsonl, read_texts, weight_bytes, write_json
+from core.settings import LoraSettings as BaseLora
+from core.settings import TrainerSettings
+
+# torch, transformers and TRL (and core.lm, core.hf_trainers) are imported where they are used: `lifecycle run`
+# imports every stage's Config to check params.yaml, and that check must not wait for them
 
 CLEAN = Path("data/clean")
 BASE = Path("artifacts/domain")
@@ -92,6 +91,8 @@ def build_trainer(cfg: Config, model, tokenizer, records: list[dict], work_dir: 
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
+    from core.lm import right_padded
+
     cfg.lora.check(model, "sft.lora")
     if cfg.init_chat_rows == "mean":
         mean_init_rows(model, token_rows(tokenizer, CHAT_TOKENS))
@@ -114,6 +115,8 @@ def mean_init_rows(model, rows: list[int]) -> None:
     """Set these rows of the input (and tied output) embedding to the mean of the others, as transformers'
     resize_token_embeddings does for new tokens: a token never seen in pretraining keeps its random init and a
     logit pushed far down by every softmax, which SFT must first undo."""
+    import torch
+
     weight = model.get_input_embeddings().weight
     others = torch.ones(weight.shape[0], dtype=torch.bool)
     others[rows] = False
@@ -127,6 +130,8 @@ def mean_init_rows(model, rows: list[int]) -> None:
 def train_only_rows(model, rows: list[int], vocab_size: int) -> None:
     """Zero the gradient of every trainable embedding row but `rows` (tied input/output embedding: one tensor).
     With no weight decay (HF's default), Adam then leaves those rows exactly as they were."""
+    import torch
+
     keep = torch.zeros(vocab_size, 1)
     keep[rows] = 1.0
     for name, param in model.named_parameters():
@@ -144,6 +149,8 @@ def token_rows(tokenizer, tokens: list[str]) -> list[int]:
 
 def heldout_ppl(model, tokenizer, seq_len: int, batch_size: int) -> dict[str, float]:
     """Held-out general and domain perplexity (the clean stage's held-out split, as evaluate packs it)."""
+    from core.lm import mean_nll, pack
+
     return {f"ppl_{c}": math.exp(mean_nll(model, pack(tokenizer, read_texts(CLEAN / c / "heldout"), seq_len),
                                           batch_size)) for c in ("general", "domain")}
 
@@ -176,6 +183,10 @@ def sort_target_modules(config_file: Path) -> None:
 
 
 def run(cfg: Config) -> dict:
+    from core import hf_trainers, runtime
+    from core.hf_trainers import StageLog
+    from core.lm import load_causal_lm, load_tokenizer
+
     runtime.setup(cfg.seed)
     tokenizer = load_tokenizer(BASE)
     model = load_4bit(BASE, cfg) if cfg.quantization == "4bit" else load_causal_lm(BASE)

@@ -11,11 +11,13 @@ import numpy as np
 from pydantic import Field, field_validator
 from tqdm import tqdm
 
+from core.chat import CHAT_TEMPLATE, DOC_SEP, EOS, PAD, SPECIAL_TOKENS
 from core.config import StageConfig
-from core.io import atomic_dir, read_jsonl, read_texts, write_json
 from core.errors import LifecycleError
-from core.lm import CHAT_TEMPLATE, DOC_SEP, EOS, PAD, SPECIAL_TOKENS, bytes_per_token
-from core.tokens import TOKENS, default_workers, encode_parallel, write_meta, write_tokens
+from core.io import atomic_dir, read_jsonl, read_texts, write_json
+
+# torch's modules (core.lm, core.tokens) are imported where they are used: `lifecycle run` imports every stage's
+# Config to check params.yaml, and that check must not wait for torch
 
 CLEAN = Path("data/clean")
 OUT_DIR = Path("artifacts/tokenizer")
@@ -61,6 +63,8 @@ def build(texts: list[str], cfg: Config):
 
 
 def run(cfg: Config) -> dict:
+    from core.lm import bytes_per_token
+
     tokenizer = build(training_texts(), cfg)
     metrics = {"vocab_size": len(tokenizer)}
     for name in ("general", "domain"):
@@ -72,7 +76,7 @@ def run(cfg: Config) -> dict:
     ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     if tokenizer.convert_tokens_to_ids("<|assistant|>") not in ids:
         raise LifecycleError("tokenizer: the chat template does not encode <|assistant|> as one special token; "
-                             "core/lm.py CHAT_TEMPLATE and SPECIAL_TOKENS must agree")
+                             "core/chat.py CHAT_TEMPLATE and SPECIAL_TOKENS must agree")
     with atomic_dir(OUT_DIR) as tmp:
         tokenizer.save_pretrained(tmp)
     metrics["tokens"] = tokenize_corpora(tokenizer, cfg)
@@ -82,6 +86,8 @@ def run(cfg: Config) -> dict:
 
 def tokenize_corpora(tokenizer, cfg: Config) -> dict:
     """Every corpus split as a memory-mapped token file (see core/tokens.py), tokenized in parallel."""
+    from core.tokens import TOKENS, default_workers, encode_parallel, write_meta, write_tokens
+
     separator = tokenizer.convert_tokens_to_ids(DOC_SEP)
     counts = {}
     with atomic_dir(TOKENS) as tmp:

@@ -87,3 +87,18 @@ def test_a_bare_data_path_becomes_a_mapping_and_a_misfit_task_stops_the_flow(tmp
     preflight_task({**params, "task": {"name": "numeric"}})
     params["data"]["instructions"]["path"] = str(tmp_path / "missing.jsonl")
     preflight_task(params)  # an unreadable input is left to the clean stage, which reports it in full
+
+
+def test_checking_params_imports_no_torch_transformers_or_trl():
+    """`lifecycle run` imports every stage's Config to check params.yaml before anything starts: a stage module
+    that imports torch (or transformers, TRL) at its top makes every refusal wait seconds for it."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    code = ("import sys\nfrom pathlib import Path\nfrom pipelines.lifecycle import validate_params\n"
+            "validate_params(Path('params.yaml'))\n"
+            "print(sorted(m for m in ('torch', 'transformers', 'trl', 'peft', 'datasets') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]"

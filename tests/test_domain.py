@@ -1,4 +1,5 @@
-from core.train_loop import TrainSettings, lr_lambda
+from core.settings import TrainSettings
+from core.train_loop import lr_lambda
 from stages import domain
 
 TRAIN = {"steps": 10, "batch_size": 8, "lr": 1e-3}

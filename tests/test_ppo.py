@@ -110,8 +110,8 @@ def test_grpo_rewards_come_from_the_task():
 def test_ppo_step_with_a_value_head_and_a_lora_policy():
     from peft import get_peft_model
 
-    from core.hf_trainers import LoraSettings
-    from core.ppo import PPOSettings, PPOTrainer, ValueHead
+    from core.ppo import PPOTrainer, ValueHead
+    from core.settings import LoraSettings, PPOSettings
 
     tok, model = tiny_setup()
     lora = LoraSettings(r=2, alpha=4, modules_to_save=[])
@@ -151,7 +151,8 @@ def tiny_setup(dropout: float = 0.0):
 
 
 def test_log_probabilities_are_of_the_tempered_distribution():
-    from core.ppo import PPOSettings, PPOTrainer, ValueHead, token_logprobs
+    from core.ppo import PPOTrainer, ValueHead, token_logprobs
+    from core.settings import PPOSettings
 
     tok, model = tiny_setup()
     policy = model()
@@ -172,7 +173,8 @@ def test_log_probabilities_are_of_the_tempered_distribution():
 def test_dropout_is_off_in_policy_reference_and_value_models():
     from transformers import LlamaConfig, LlamaForTokenClassification
 
-    from core.ppo import PPOSettings, PPOTrainer
+    from core.ppo import PPOTrainer
+    from core.settings import PPOSettings
 
     tok, model = tiny_setup(dropout=0.5)
     policy, reference = model(), model()
@@ -194,7 +196,8 @@ def test_dropout_is_off_in_policy_reference_and_value_models():
 
 
 def test_ppo_logs_entropy_and_the_gold_score_per_update():
-    from core.ppo import PPOSettings, PPOTrainer, ValueHead
+    from core.ppo import PPOTrainer, ValueHead
+    from core.settings import PPOSettings
 
     tok, model = tiny_setup()
     policy = model()
