@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> None:
     stage.add_argument("--force", action="store_true", help="run even if DVC finds it up to date")
     sub.add_parser("report", help="print the report card")
     compare = sub.add_parser("compare", help="recent pipeline runs side by side from MLflow: differing params, metrics")
-    compare.add_argument("--last", type=int, default=5, help="how many recent runs (default 5)")
+    compare.add_argument("runs", nargs="*", help="run ids (or their first 8 characters) to compare, in this order")
+    compare.add_argument("--last", type=int, default=5, help="how many recent runs, without run ids (default 5)")
     harness = sub.add_parser("harness", help="lm-evaluation-harness on a local model directory (extra: harness)")
     harness.add_argument("--tasks", required=True, help="comma-separated task names, e.g. lifecycle_sentiment")
     harness.add_argument("--model", default="artifacts/align", help="HF model directory (default artifacts/align)")
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
         elif args.command == "compare":
             from pipelines import compare as comparison
 
-            print(comparison.render(comparison.pipeline_runs(args.last)), end="")
+            print(comparison.render(comparison.pipeline_runs(args.last, args.runs)), end="")
         elif args.command == "harness":
             from pipelines import harness as lm_harness
 

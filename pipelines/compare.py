@@ -24,17 +24,32 @@ HEADLINE = [  # (metric, column)
 ]
 
 
-def pipeline_runs(last: int) -> list[dict]:
-    """The `last` most recent finished flow runs, oldest first, with their params and headline metrics."""
+def pipeline_runs(last: int, run_ids: list[str] | None = None) -> list[dict]:
+    """The `last` most recent finished flow runs, oldest first, or the runs named by `run_ids` (full ids or the
+    8-character prefixes the table shows), in that order; each with its params and headline metrics."""
     import mlflow
 
+    from core.errors import ConfigError
+
     exp_id = tracking.setup()
-    parents = mlflow.search_runs(experiment_ids=[exp_id], output_format="list", max_results=last,
-                                 order_by=["attributes.start_time DESC"],
-                                 filter_string="tags.pipeline = 'lifecycle' and attributes.status = 'FINISHED'")
+    finished = "tags.pipeline = 'lifecycle' and attributes.status = 'FINISHED'"
+    if run_ids:
+        parents = mlflow.search_runs(experiment_ids=[exp_id], output_format="list", filter_string=finished)
+        chosen = []
+        for wanted in run_ids:
+            found = [p for p in parents if p.info.run_id.startswith(wanted)]
+            if len(found) != 1:
+                raise ConfigError(f"compare: {wanted!r} names {len(found)} finished pipeline runs (give a longer prefix "
+                                  "of a run id from `lifecycle compare --last N`)" if found else
+                                  f"compare: no finished pipeline run {wanted!r} in MLflow (`lifecycle compare --last "
+                                  "N` lists them)")
+            chosen += found
+    else:
+        chosen = list(reversed(mlflow.search_runs(experiment_ids=[exp_id], output_format="list", max_results=last,
+                                                  order_by=["attributes.start_time DESC"], filter_string=finished)))
     return [{"run_id": p.info.run_id, "start_time": p.info.start_time,
              "params": {k: v for k, v in p.data.params.items() if not k.startswith("override")},
-             "metrics": {col: p.data.metrics.get(key) for key, col in HEADLINE}} for p in reversed(parents)]
+             "metrics": {col: p.data.metrics.get(key) for key, col in HEADLINE}} for p in chosen]
 
 
 def differing_params(rows: list[dict]) -> list[str]:

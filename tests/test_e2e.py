@@ -156,10 +156,10 @@ def test_grpo_runs_with_the_verifiable_reward(project):
     assert [r["step"] for r in rows] == [1, 2]
 
 
-def test_ppo_is_one_set_away_and_compare_shows_it_beside_the_next_dpo_run(project):
-    """`--set align.method=ppo` reruns align and what follows it only; then a DPO run, and `lifecycle compare`
-    shows these two runs (any earlier test's runs come before), each row checked against that run's metrics."""
-    root, _ = project
+def test_ppo_is_one_set_away_and_compare_shows_it_beside_the_dpo_run(project):
+    """`--set align.method=ppo` reruns align and what follows it only; `lifecycle compare` names the session's DPO
+    run and this one by id and shows them side by side, each row checked against that run's own metrics files."""
+    root, micro = project
     lifecycle(root, "run", "--set", "align.method=ppo")
     timings = json.loads((root / "reports" / "timings.json").read_text())
     status = {s["stage"]: s["status"] for s in timings["stages"]}
@@ -169,16 +169,23 @@ def test_ppo_is_one_set_away_and_compare_shows_it_beside_the_next_dpo_run(projec
     assert {"objective/kl", "objective/scores", "policy/clipfrac_avg", "loss/value_avg"} <= set(align)
     lock = YAML(typ="safe").load((root / "dvc.lock").read_text())
     assert lock["stages"]["align"]["params"]["params.yaml"]["align"]["method"] == "ppo"
-    accuracy = {"ppo": json.loads((root / "metrics" / "evaluate.json").read_text())["aligned"]["task_accuracy"]}
-    lifecycle(root, "run", "--set", "align.method=dpo")
-    accuracy["dpo"] = json.loads((root / "metrics" / "evaluate.json").read_text())["aligned"]["task_accuracy"]
-    out = lifecycle(root, "compare", "--last", "2").stdout
+    runs = {"dpo": (micro.root, json.loads((micro.root / "reports" / "timings.json").read_text())),
+            "ppo": (root, timings)}
+    accuracy = {m: json.loads((r / "metrics" / "evaluate.json").read_text())["aligned"]["task_accuracy"]
+                for m, (r, _) in runs.items()}
+    ids = [t["mlflow_parent_run_id"] for _, t in runs.values()]
+    out = lifecycle(root, "compare", ids[0][:8], ids[1]).stdout
     header, _, first, second = out.splitlines()[:4]
     columns = [c.strip() for c in header.strip("|").split("|")]
     rows = [dict(zip(columns, (c.strip() for c in row.strip("|").split("|")))) for row in (first, second)]
-    assert [r["align.method"] for r in rows] == ["ppo", "dpo"]
-    assert [r["aligned acc"] for r in rows] == [f"{accuracy['ppo']:.4g}", f"{accuracy['dpo']:.4g}"]
+    assert [r["run"] for r in rows] == [i[:8] for i in ids]
+    assert [r["align.method"] for r in rows] == ["dpo", "ppo"]
+    assert [r["aligned acc"] for r in rows] == [f"{accuracy['dpo']:.4g}", f"{accuracy['ppo']:.4g}"]
     assert "param(s) differ across these 2 runs" in out
+    latest = lifecycle(root, "compare", "--last", "1").stdout.splitlines()[2]  # the newest run: this one
+    assert latest.strip("| ").startswith(ids[1][:8])
+    missing = lifecycle(root, "compare", "0000000", check=False)
+    assert missing.returncode == 2 and "no finished pipeline run '0000000'" in missing.stderr
 
 
 def test_lora_reward_model_and_ppo_with_value_head_and_lora_policy(project):
