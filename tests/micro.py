@@ -129,6 +129,30 @@ def kill_at_checkpoint(proc: subprocess.Popen, min_step: int, before_kill=None) 
     raise AssertionError(f"the stage finished (exit {proc.returncode}) before a checkpoint at step {min_step}")
 
 
+def checkpoint_left(root: Path, stage: str) -> int:
+    """The step of the checkpoint a killed stage left, the one its next run must resume from. The kill comes
+    after the stage printed "checkpoint at step N", and a loaded machine may let it save a later one first."""
+    import json
+
+    import torch
+
+    work = root / "checkpoints" / stage
+    last = work / "last"
+    if (last / "trainer_state.pt").exists():  # core.train_loop
+        return int(torch.load(last / "trainer_state.pt", weights_only=True)["step"])
+    if (last / "state.pt").exists():  # core.ppo
+        return len(torch.load(last / "state.pt", weights_only=True)["history"])
+    steps = []  # TRL's checkpoint-N folders; one cut off mid-save has no readable trainer_state.json
+    for folder in work.glob("checkpoint-*"):
+        try:
+            json.loads((folder / "trainer_state.json").read_text())
+            steps.append(int(folder.name.split("-")[1]))
+        except (OSError, ValueError):
+            pass
+    assert steps, f"no checkpoint of {stage} left in {work}"
+    return max(steps)
+
+
 def save_micro_chat_model(path: Path) -> Path:
     """A one-layer Llama with the project's tokenizer (chat template included), saved as an HF directory."""
     from transformers import LlamaConfig, LlamaForCausalLM
