@@ -13,11 +13,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("LIFECYCLE_THREADS", "2")
 
 # Modules that take minutes, in the order pytest-xdist should hand them out (it follows collection order):
-# test_e2e builds the session's micro run first, test_own_data (which does not copy it) runs meanwhile, the
-# longest of the modules that copy it follow, and the short modules fill the gaps at the end.
-LONGEST_FIRST = ["test_e2e", "test_own_data", "test_resume", "test_training", "test_clean", "test_distributed",
-                 "test_broken_inputs", "test_remote", "test_servers", "test_reproducible", "test_lock",
-                 "test_catalogue"]
+# test_e2e builds the session's micro run first, test_own_data (which does not copy it) runs meanwhile, the other
+# long modules follow, longest first (measured), and the short modules fill the gaps at the end.
+LONGEST_FIRST = ["test_e2e", "test_own_data", "test_broken_inputs", "test_reproducible", "test_clean", "test_servers",
+                 "test_remote", "test_distributed", "test_lock", "test_resume", "test_catalogue", "test_harness",
+                 "test_training"]
 
 
 def pytest_collection_modifyitems(config, items):

@@ -6,8 +6,10 @@ they take a `copy_project` of it instead of rebuilding clean, tokenizer and the 
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import re
+import select
 import signal
 import sqlite3
 import shutil
@@ -109,9 +111,117 @@ def stage_env(root: Path, **extra: str) -> dict:
             "LIFECYCLE_THREADS": "1", **extra}
 
 
-def start_stage(root: Path, stage: str, **extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", f"stages.{stage}"], cwd=root, env=stage_env(root, **extra),
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+# The kill-and-resume tests launch stages by the dozen, and `python -m stages.X` spends ~5 s of a micro run's ~7
+# importing torch, transformers, TRL and MLflow. This process imports them once (no project module, no torch op:
+# forking it is safe) and forks each launch; the child runs the stage as `python -m` does (runpy as __main__, the
+# project's folder then PYTHONPATH first on sys.path, its environment), with a FIFO as stdout, and is a process of its own: a test
+# signals or SIGKILLs it by pid. The flows (DVC's `sh stages/run`) still start every stage fresh.
+STAGE_HOST = r"""
+import json, os, runpy, sys, traceback
+from core_process import die_with_parent
+die_with_parent()
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot, mlflow, mlflow.store.tracking.sqlalchemy_store, numpy, safetensors.torch, torch, tqdm
+import datasets, peft, transformers, trl
+from transformers import (AutoModelForCausalLM, AutoModelForSequenceClassification, AutoModelForTokenClassification,
+                          AutoTokenizer, LlamaForCausalLM, PreTrainedTokenizerFast, TrainerCallback)
+from trl import DPOTrainer, GRPOTrainer, RewardTrainer, SFTTrainer
+sys.modules.pop("core_process")
+sys.path.pop(0)
+assert not [m for m in sys.modules if m.split(".")[0] in ("core", "stages", "tasks", "pipelines")]
+for line in sys.stdin:
+    case = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.chdir(case["cwd"])
+            os.environ.clear()
+            os.environ.update(case["env"])
+            sys.path[:0] = [case["cwd"], *filter(None, case["env"].get("PYTHONPATH", "").split(os.pathsep))]
+            null = os.open(os.devnull, os.O_RDONLY)
+            out = os.open(case["stdout"], os.O_WRONLY)
+            err = os.open(case["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            for fd, target in ((null, 0), (out, 1), (err, 2)):
+                os.dup2(fd, target)
+                os.close(fd)
+            sys.argv = ["-m"]
+            runpy.run_module("stages." + case["stage"], run_name="__main__", alter_sys=True)
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    print(json.dumps({"pid": pid}), flush=True)
+    print(json.dumps({"exit": os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])}), flush=True)
+"""
+_HOST: dict[str, subprocess.Popen] = {}
+
+
+def stage_host() -> subprocess.Popen:
+    """This test process's stage host (started on first use, dies with it)."""
+    proc = _HOST.get("proc")
+    if proc is None or proc.poll() is not None:
+        home = Path(tempfile.mkdtemp(prefix="stage-host-"))
+        shutil.copy(ROOT / "core" / "process.py", home / "core_process.py")  # no project package in the host
+        proc = subprocess.Popen([sys.executable, "-c", STAGE_HOST], cwd=home, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True,
+                                env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+        atexit.register(proc.kill)
+        _HOST["proc"] = proc
+    return proc
+
+
+class StageProcess:
+    """`python -m stages.<stage>` in `root`, forked from the stage host; used like a Popen with text stdout."""
+
+    def __init__(self, root: Path, stage: str, env: dict):
+        self.host = stage_host()
+        folder = Path(tempfile.mkdtemp(prefix=f"{stage}-"))
+        fifo, self.stderr_path = folder / "stdout", folder / "stderr"
+        os.mkfifo(fifo)
+        self.host.stdin.write(json.dumps({"cwd": str(root), "env": env, "stage": stage, "stdout": str(fifo),
+                                          "stderr": str(self.stderr_path)}) + "\n")
+        self.host.stdin.flush()
+        answer = self.host.stdout.readline()
+        assert answer, "the stage host died"
+        self.pid = json.loads(answer)["pid"]
+        self.stdout = open(fifo, encoding="utf-8")  # opens once the child has opened its end
+        self.returncode: int | None = None
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, sig)
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            if not select.select([self.host.stdout], [], [], timeout)[0]:
+                raise subprocess.TimeoutExpired(f"stages in {self.pid}", timeout)
+            self.returncode = json.loads(self.host.stdout.readline())["exit"]
+            self.stdout.close()
+        return self.returncode
+
+    def communicate(self) -> tuple[str, str]:
+        out = self.stdout.read()
+        self.wait()
+        return out, self.stderr_path.read_text(encoding="utf-8", errors="replace")
+
+
+def start_stage(root: Path, stage: str, **extra: str) -> StageProcess:
+    return StageProcess(root, stage, stage_env(root, **extra))
+
+
+def run_stage(root: Path, stage: str, **extra: str) -> tuple[str, str]:
+    """The stage run to its end; (stdout, stderr). Fails the test on a non-zero exit."""
+    proc = start_stage(root, stage, **extra)
+    out, err = proc.communicate()
+    assert proc.returncode == 0, err[-3000:]
+    return out, err
 
 
 def kill_at_checkpoint(proc: subprocess.Popen, min_step: int, before_kill=None) -> int:
@@ -132,8 +242,6 @@ def kill_at_checkpoint(proc: subprocess.Popen, min_step: int, before_kill=None) 
 def checkpoint_left(root: Path, stage: str) -> int:
     """The step of the checkpoint a killed stage left, the one its next run must resume from. The kill comes
     after the stage printed "checkpoint at step N", and a loaded machine may let it save a later one first."""
-    import json
-
     import torch
 
     work = root / "checkpoints" / stage

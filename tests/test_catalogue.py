@@ -3,20 +3,16 @@ traceback, and no damage (every file in the project is byte-for-byte what it was
 from __future__ import annotations
 
 import gzip
-import importlib
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from pipelines import sample_data
-from tests.micro import ROOT, save_micro_chat_model
+from tests.micro import ROOT, save_micro_chat_model, start_stage
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
@@ -173,69 +169,17 @@ def snapshot(root: Path) -> dict[str, bytes]:
             if p.is_file() and p.relative_to(root).parts[0] not in skip}
 
 
-# The clean stage's main(), each case in a process of its own as under DVC (datatrove forks workers), forked
-# from one process that imported the stage once: the imports are most of a case's time.
-FORKER = """
-import json, os, sys
-import stages.clean as stage
-for line in sys.stdin:
-    case = json.loads(line)
-    pid = os.fork()
-    if pid == 0:
-        os.chdir(case["cwd"])
-        os.environ.update(case["env"])
-        out = os.open(case["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-        os.dup2(out, 1)
-        os.dup2(out, 2)
-        try:
-            stage.main()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
-"""
-
-
-@pytest.fixture(scope="module")
-def clean_forker():
-    proc = subprocess.Popen([sys.executable, "-c", FORKER], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    yield proc
-    proc.stdin.close()
-    proc.wait(timeout=60)
-
-
-def run_clean(forker: subprocess.Popen, root: Path, env: dict) -> tuple[int, str]:
-    """`python -m stages.clean` in `root` (as DVC runs it), forked from `forker`: its exit code and output."""
-    log = root.parent / "clean.log"
-    forker.stdin.write(json.dumps({"cwd": str(root), "env": env, "log": str(log)}) + "\n")
-    forker.stdin.flush()
-    answer = forker.stdout.readline()
-    assert answer, "the forking process died"
-    return int(answer), log.read_text()
-
-
 @pytest.mark.parametrize("case, stage, mutate, message", CASES, ids=[c[0] for c in CASES])
-def test_bad_input_is_named_and_damages_nothing(base, clean_forker, tmp_path, monkeypatch, capsys, case, stage, mutate,
-                                                message):
+def test_bad_input_is_named_and_damages_nothing(base, tmp_path, case, stage, mutate, message):
     root = tmp_path / "project"
     shutil.copytree(base, root)
     mutate(root)
     before = snapshot(root)
-    if stage == "clean":
-        code, err = run_clean(clean_forker, root, {"MLFLOW_TRACKING_URI": f"sqlite:///{base / 'm.db'}",
-                                                   "LIFECYCLE_THREADS": "1"})
-    else:  # the same main(), in this process (saves the imports): its exit code is SystemExit's
-        monkeypatch.chdir(root)
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{base / 'm.db'}")
-        monkeypatch.setenv("LIFECYCLE_THREADS", "1")
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as exit_info:
-            importlib.import_module(f"stages.{stage}").main()
-        code, err = exit_info.value.code, capsys.readouterr().err
+    # `python -m stages.<stage>` in the project, as DVC runs it (forked from the tests' stage host: the imports
+    # are most of a case's time); the code is this checkout's, the MLflow store the catalogue's own
+    proc = start_stage(root, stage, PYTHONPATH=str(ROOT), MLFLOW_TRACKING_URI=f"sqlite:///{base / 'm.db'}")
+    _, err = proc.communicate()
+    code = proc.returncode
     assert code == 2, err[-3000:]
     assert f"error: [{stage}]" in err and "Traceback" not in err, err[-3000:]
     assert re.search(message, err), err[-3000:]

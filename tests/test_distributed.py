@@ -2,13 +2,11 @@
 curve, rank 0 alone logs into the pipeline's MLflow run, and a killed multi-process run leaves no orphan
 rank and resumes (here on one process) on the uninterrupted curve."""
 import json
-import subprocess
-import sys
 
 import pytest
 
 from core.config import apply_overrides
-from tests.micro import MICRO, checkpoint_left, copy_project, kill_at_checkpoint, stage_env, start_stage
+from tests.micro import MICRO, checkpoint_left, copy_project, kill_at_checkpoint, run_stage, start_stage
 
 RUN = ["pretrain.train.steps=12", "pretrain.train.log_every=2", "pretrain.train.eval_every=6",
        "pretrain.train.checkpoint_every=4", "pretrain.train.warmup_steps=2", "pretrain.train.grad_accum=2",
@@ -23,18 +21,10 @@ def project(tmp_path_factory, micro_run):
     return root
 
 
-def stage_proc(root, stage, **extra):
-    return subprocess.Popen([sys.executable, "-m", f"stages.{stage}"], cwd=root, env=stage_env(root, **extra),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
 def run_pretrain(root, processes, strategy="ddp", **extra):
     apply_overrides(root / "params.yaml", [f"pretrain.train.processes={processes}",
                                            f"pretrain.train.strategy={strategy}"])
-    proc = stage_proc(root, "pretrain", **extra)
-    out, err = proc.communicate()
-    assert proc.returncode == 0, err[-3000:]
-    return out, err
+    return run_stage(root, "pretrain", **extra)
 
 
 def curve(root):
@@ -131,9 +121,7 @@ def test_domain_on_two_processes_matches_one(project, single):
     results = []
     for processes in (1, 2):
         apply_overrides(project / "params.yaml", [f"domain.train.processes={processes}"])
-        proc = stage_proc(project, "domain")
-        _, err = proc.communicate()
-        assert proc.returncode == 0, err[-3000:]
+        run_stage(project, "domain")
         results.append(json.loads((project / "metrics" / "domain.json").read_text()))
     apply_overrides(project / "params.yaml", ["domain.train.processes=1"])
     assert results[1]["processes"] == 2
@@ -144,7 +132,7 @@ def test_domain_on_two_processes_matches_one(project, single):
 def test_a_failing_rank_fails_the_stage_with_its_message(project):
     apply_overrides(project / "params.yaml", ["pretrain.train.processes=3"])  # 4 sequences over 3 ranks
     try:
-        proc = stage_proc(project, "pretrain")
+        proc = start_stage(project, "pretrain")
         _, err = proc.communicate()
     finally:
         apply_overrides(project / "params.yaml", ["pretrain.train.processes=1"])

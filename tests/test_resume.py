@@ -9,13 +9,11 @@ import json
 import random
 import re
 import shutil
-import subprocess
-import sys
 
 import pytest
 
 from core.config import apply_overrides
-from tests.micro import MICRO, checkpoint_left, copy_project, kill_at_checkpoint, stage_env, start_stage
+from tests.micro import MICRO, checkpoint_left, copy_project, kill_at_checkpoint, run_stage, start_stage
 
 STEPS = 8
 FAULTS = [  # every stage with checkpoints every 2 steps and a loss row every step
@@ -36,13 +34,6 @@ def project(tmp_path_factory, micro_run):
     root = copy_project(micro_run.root, tmp_path_factory.mktemp("faults") / "project")
     apply_overrides(root / "params.yaml", MICRO + FAULTS)
     return root
-
-
-def run_stage(root, stage):
-    proc = subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=root, env=stage_env(root),
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
 
 
 def result(root, stage):
@@ -78,10 +69,10 @@ def test_killed_twice_at_random_steps_resumes_onto_the_uninterrupted_run(project
         assert left >= killed_at >= kill_step
         assert not (project / OUTPUTS[stage]).exists() and not (project / "metrics" / f"{stage}.json").exists()
         resumed_from.append(left)
-    proc = run_stage(project, stage)
+    out, _ = run_stage(project, stage)
     # the rerun resumed from the checkpoint the second kill left: TRL's checkpoint-N, or PPO's "last at step N"
-    found = re.findall(r"resumed from \S+?(?:/checkpoint-(\d+)| at step (\d+))", proc.stdout)
-    assert [int(a or b) for a, b in found] == [resumed_from[-1]], proc.stdout[-2000:]
+    found = re.findall(r"resumed from \S+?(?:/checkpoint-(\d+)| at step (\d+))", out)
+    assert [int(a or b) for a, b in found] == [resumed_from[-1]], out[-2000:]
     rows, metrics = result(project, stage)
     assert [r["step"] for r in rows] == [r["step"] for r in expected]
     for got, want in zip(rows, expected):

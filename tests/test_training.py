@@ -1,12 +1,10 @@
 """Training stages in a micro project: resume after a kill on the same curve, and `init_from` a checkpoint."""
 import json
-import subprocess
-import sys
 
 import pytest
 
 from core.config import apply_overrides
-from tests.micro import MICRO, checkpoint_left, copy_project, kill_at_checkpoint, stage_env, start_stage
+from tests.micro import MICRO, checkpoint_left, copy_project, kill_at_checkpoint, run_stage, start_stage
 
 LONG = ["pretrain.train.steps=40", "pretrain.train.log_every=2", "pretrain.train.eval_every=20",
         "pretrain.train.checkpoint_every=5", "pretrain.train.warmup_steps=3",
@@ -20,13 +18,6 @@ def project(tmp_path_factory, micro_run):
     root = copy_project(micro_run.root, tmp_path_factory.mktemp("resume") / "project")
     apply_overrides(root / "params.yaml", MICRO + LONG)
     return root
-
-
-def run_stage(root, stage):
-    proc = subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=root, env=stage_env(root), capture_output=True,
-                          text=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
 
 
 def curve(root, stage):
@@ -57,8 +48,8 @@ def test_killed_stage_resumes_on_the_uninterrupted_curve(project, stage, seed):
     killed_at = checkpoint_left(project, stage)  # the one on disk: a loaded machine may save another before the kill
     assert killed_at >= printed
     assert not (project / "metrics" / f"{stage}.json").exists()  # no output from the killed run
-    proc = run_stage(project, stage)
-    assert f"resumed from checkpoints/{stage}/last at step {killed_at}" in proc.stdout
+    out, _ = run_stage(project, stage)
+    assert f"resumed from checkpoints/{stage}/last at step {killed_at}" in out
     assert curve(project, stage) == expected
 
 
@@ -67,10 +58,10 @@ def test_checkpoint_of_another_configuration_is_not_resumed(project):
     kill_after_checkpoint(project, "pretrain", 5)
     apply_overrides(project / "params.yaml", ["pretrain.train.lr=0.002"])
     try:
-        proc = run_stage(project, "pretrain")
+        out, _ = run_stage(project, "pretrain")
     finally:
         apply_overrides(project / "params.yaml", ["pretrain.train.lr=0.003"])
-    assert "different configuration" in proc.stdout and "resumed" not in proc.stdout
+    assert "different configuration" in out and "resumed" not in out
 
 
 def test_init_from_a_local_checkpoint_skips_pretraining(project, tmp_path):
