@@ -37,3 +37,31 @@ def test_two_clean_micro_runs_are_identical_and_planted_secrets_leak_nowhere(mic
         needle = value.encode()
         leaked = [str(p.relative_to(first)) for p in first.rglob("*") if p.is_file() and needle in p.read_bytes()]
         assert not leaked, f"{name} found in {leaked}"
+
+
+def flat(value, prefix: str = "") -> dict:
+    """Nested metrics as {dotted key: leaf}; lists by index."""
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in flat(item, f"{prefix}{key}.").items()}
+    if isinstance(value, list):
+        return {k: v for i, item in enumerate(value) for k, v in flat(item, f"{prefix}{i}.").items()}
+    return {prefix.rstrip("."): value}
+
+
+def test_the_micro_run_gives_the_pinned_values(micro_run):
+    """Every value of every metrics file of the session's micro run, as pinned in tests/micro_metrics.json (the run
+    is the same bytes run to run, above): a change that moves what a stage computes fails here by key, even where
+    the other tests only check a type or a range. Floats within 1e-6 relative, for another CPU's rounding."""
+    import pytest
+
+    from tests.micro import ROOT
+
+    pinned = json.loads((ROOT / "tests" / "micro_metrics.json").read_text())
+    got = {p.stem: json.loads(p.read_text()) for p in sorted((micro_run.root / "metrics").glob("*.json"))}
+    want, have = flat(pinned), flat(got)
+    fix = (f"if the change means to move them, copy {micro_run.root / 'metrics'}/*.json into "
+           "tests/micro_metrics.json ({stage: metrics})")
+    assert sorted(have) == sorted(want), f"keys differ: {sorted(set(have) ^ set(want))[:20]}; {fix}"
+    moved = {k: (want[k], have[k]) for k in want
+             if (have[k] != pytest.approx(want[k], rel=1e-6) if isinstance(want[k], float) else have[k] != want[k])}
+    assert not moved, f"{len(moved)} value(s) moved, e.g. {dict(list(moved.items())[:8])}; {fix}"
