@@ -1,5 +1,5 @@
-"""Glue for transformers/TRL/PEFT: the TRL stages' shared settings and arguments, LoRA settings, the logging
-callback, resumable training and the model folder every stage ends with."""
+"""Glue for transformers/TRL/PEFT: the logging callback, resumable training, TRL's preference rows and the model
+folder every TRL stage ends with (their settings, with TRL's arguments, are core.settings')."""
 from __future__ import annotations
 
 import json
