@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 
 from core import tracking
+from core.errors import ConfigError
 
 HEADLINE = [  # (metric, column)
     ("evaluate.sft.task_accuracy", "sft acc"),
@@ -29,8 +30,6 @@ def pipeline_runs(last: int, run_ids: list[str] | None = None) -> list[dict]:
     8-character prefixes the table shows), in that order; each with its params and headline metrics."""
     import mlflow
 
-    from core.errors import ConfigError
-
     exp_id = tracking.setup()
     finished = "tags.pipeline = 'lifecycle' and attributes.status = 'FINISHED'"
     if run_ids:
@@ -38,11 +37,12 @@ def pipeline_runs(last: int, run_ids: list[str] | None = None) -> list[dict]:
         chosen = []
         for wanted in run_ids:
             found = [p for p in parents if p.info.run_id.startswith(wanted)]
-            if len(found) != 1:
-                raise ConfigError(f"compare: {wanted!r} names {len(found)} finished pipeline runs (give a longer prefix "
-                                  "of a run id from `lifecycle compare --last N`)" if found else
-                                  f"compare: no finished pipeline run {wanted!r} in MLflow (`lifecycle compare --last "
-                                  "N` lists them)")
+            if not found:
+                raise ConfigError(f"compare: no finished pipeline run {wanted!r} in MLflow (`lifecycle compare "
+                                  "--last N` lists them)")
+            if len(found) > 1:
+                raise ConfigError(f"compare: {wanted!r} names {len(found)} finished pipeline runs (give a longer "
+                                  "prefix of a run id from `lifecycle compare --last N`)")
             chosen += found
     else:
         chosen = list(reversed(mlflow.search_runs(experiment_ids=[exp_id], output_format="list", max_results=last,

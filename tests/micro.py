@@ -114,8 +114,8 @@ def stage_env(root: Path, **extra: str) -> dict:
 # The kill-and-resume tests launch stages by the dozen, and `python -m stages.X` spends ~5 s of a micro run's ~7
 # importing torch, transformers, TRL and MLflow. This process imports them once (no project module, no torch op:
 # forking it is safe) and forks each launch; the child runs the stage as `python -m` does (runpy as __main__, the
-# project's folder then PYTHONPATH first on sys.path, its environment), with a FIFO as stdout, and is a process of its own: a test
-# signals or SIGKILLs it by pid. The flows (DVC's `sh stages/run`) still start every stage fresh.
+# project's folder then PYTHONPATH first on sys.path, its environment), with a FIFO as stdout, and is a process of
+# its own: a test signals or SIGKILLs it by pid. The flows (DVC's `sh stages/run`) still start every stage fresh.
 STAGE_HOST = r"""
 import json, os, runpy, sys, traceback
 from core_process import die_with_parent
@@ -224,7 +224,7 @@ def run_stage(root: Path, stage: str, **extra: str) -> tuple[str, str]:
     return out, err
 
 
-def kill_at_checkpoint(proc: subprocess.Popen, min_step: int, before_kill=None) -> int:
+def kill_at_checkpoint(proc: StageProcess | subprocess.Popen, min_step: int, before_kill=None) -> int:
     """Read the stage's output until it reports a checkpoint at or after `min_step`, then SIGKILL it (the
     stage's own process only, as a crash would); return that step. `before_kill(proc)` runs just before."""
     for line in proc.stdout:
