@@ -153,8 +153,10 @@ def run_dvc_stage(name: str, env: dict, pull: bool = False) -> dict:
         dvc(["repro", "--single-item", name, *(["--pull"] if pull else [])],
             {**env, "LIFECYCLE_RAN_MARKER": str(marker)}, f"stage '{name}'")
         ran = marker.exists()
+        started = marker.read_text() if ran else ""  # "host": forked by the run's stage host
     status = "ran" if ran else "skipped" if lock_record(name) == before else "restored"
-    return {"stage": name, "status": status, "wall_s": time.perf_counter() - start}
+    return {"stage": name, "status": status, "wall_s": time.perf_counter() - start,
+            **({"started": started or "fresh"} if ran else {})}
 
 
 def git(*args: str, cwd: Path | None = None) -> str:

@@ -24,10 +24,11 @@ from core.config import apply_overrides, load_section, params_path, read_params
 from core.errors import ConfigError, InputError, LifecycleError
 from core.formats import InputSpec, read_instructions
 from core.io import write_json
+from core.stage_host import SOCKET_ENV
 from pipelines.graph import run_dvc_stage, stage_env, stage_names, stages_for
 from pipelines.hub import refuse_hub_inputs
 from pipelines.report import Bounds
-from pipelines.servers import prefect_api_for_run
+from pipelines.servers import prefect_api_for_run, stage_host_for_run
 from tasks import TaskConfig, check_fit, load_task
 
 TIMINGS = Path("reports/timings.json")
@@ -42,6 +43,7 @@ class Orchestration(BaseModel):
     gpu_deployment: str = "lifecycle-stage/gpu"
     retries: dict[str, int] = {}
     retry_delay_s: float = 30.0
+    stage_host: bool = True
 
     @field_validator("retries")
     @classmethod
@@ -105,7 +107,8 @@ def stage_task(name: str, env: dict, params: dict, parent_run_id: str) -> dict:
     if name in orchestration.gpu_stages:
         from pipelines import remote
 
-        return remote.dispatch(name, env, params, orchestration.gpu_deployment, parent_run_id)
+        worker_env = {k: v for k, v in env.items() if k != SOCKET_ENV}  # this machine's stage host is not there
+        return remote.dispatch(name, worker_env, params, orchestration.gpu_deployment, parent_run_id)
     return run_dvc_stage(name, env)
 
 
@@ -197,8 +200,9 @@ def _run(overrides: list[str] | None, targets: list[str] | None) -> dict:
         if targets:
             mlflow.set_tag("targets", ",".join(targets))
         run_id = parent.info.run_id
-        env = stage_env(run_id, tracking.tracking_uri())
-        results = [stage_task_for(name, orchestration)(name, env, params, run_id) for name in names]
+        with stage_host_for_run(orchestration.stage_host):
+            env = stage_env(run_id, tracking.tracking_uri())
+            results = [stage_task_for(name, orchestration)(name, env, params, run_id) for name in names]
         flow_wall = time.perf_counter() - start
         timings = {"stages": results, "flow_wall_s": flow_wall,
                    "overhead_s": flow_wall - sum(r["wall_s"] for r in results), "overrides": applied,
@@ -238,8 +242,9 @@ def run_pipeline(overrides: list[str] | None = None, targets: list[str] | None =
     # the lock and the checks first: a refused run answers at once and starts no Prefect server (the flow, which
     # deployments call directly, makes the same checks again: the overrides are in params.yaml by then)
     with exclusive():
-        prepare(overrides or [], targets or [])
-        with prefect_api_for_run():
+        _, params, _ = prepare(overrides or [], targets or [])
+        # the stage host imports while the Prefect server starts: both are ready by the first stage
+        with stage_host_for_run(Orchestration(**params.get("orchestration") or {}).stage_host), prefect_api_for_run():
             return lifecycle(overrides=overrides or [], targets=targets or [])
 
 

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Iterator
 
 from core.errors import LifecycleError
 from core.process import ORPHAN_SAFE
+from core import stage_host
 
 LOOPBACK = "127.0.0.1"
 
@@ -81,7 +83,9 @@ def stop(proc: subprocess.Popen, group: bool = True) -> None:
 @contextlib.contextmanager
 def running(root: Path | None = None, host: str = LOOPBACK, prefect_port: int = 4200, mlflow_port: int = 5000,
             timeout_s: float = 180) -> Iterator[dict[str, str]]:
-    """Start both servers, wait until they answer, yield the client environment, stop them on exit."""
+    """Start both servers and a stage host, wait until the servers answer, yield the client environment, stop
+    them on exit. Runs that name the host (LIFECYCLE_STAGE_HOST) fork their stages from it and skip starting
+    their own."""
     root = (root or Path.cwd()).resolve()
     logs = root / ".servers"
     logs.mkdir(parents=True, exist_ok=True)
@@ -93,9 +97,11 @@ def running(root: Path | None = None, host: str = LOOPBACK, prefect_port: int = 
             with open(logs / f"{name}.log", "ab") as log:
                 procs[name] = subprocess.Popen(cmd, cwd=root, env={**os.environ, **extra}, stdout=log,
                                                stderr=subprocess.STDOUT, start_new_session=True)
-        for name, (_, _, url) in commands(root, host, prefect_port, mlflow_port).items():
-            wait_healthy(procs[name], url, timeout_s, f"{name} server", logs / f"{name}.log")
-        yield client_env(host, prefect_port, mlflow_port)
+        with stage_host_for_run():
+            for name, (_, _, url) in commands(root, host, prefect_port, mlflow_port).items():
+                wait_healthy(procs[name], url, timeout_s, f"{name} server", logs / f"{name}.log")
+            yield {**client_env(host, prefect_port, mlflow_port),
+                   stage_host.SOCKET_ENV: os.environ[stage_host.SOCKET_ENV]}
     finally:
         for proc in procs.values():
             stop(proc)
@@ -117,6 +123,40 @@ def temporary_prefect_server(port: int) -> tuple[list[str], dict[str, str]]:
            "prefect.server.api.server:create_app", "--host", LOOPBACK, "--port", str(port), "--log-level", "error",
            "--lifespan", "on"]
     return cmd, {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+
+
+@contextlib.contextmanager
+def stage_host_for_run(enabled: bool = True) -> Iterator[None]:
+    """The run's stage host (core/stage_host.py) for as long as the run, named in this process's environment
+    (so in every stage's); a host it names already is kept (`lifecycle run` starts it early, alongside the
+    Prefect server, and the flow finds it). Off: no host named. The host dies with this process, its stages
+    with it."""
+    if not enabled:
+        with _environ_without(stage_host.SOCKET_ENV):
+            yield
+        return
+    if os.environ.get(stage_host.SOCKET_ENV):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="lifecycle-host-") as folder:
+        sock = Path(folder) / "host.sock"  # a private folder: only this user can reach the host
+        proc = stage_host.start(sock, start_new_session=True)  # a Ctrl-C reaches stages through their clients only
+        os.environ[stage_host.SOCKET_ENV] = str(sock)
+        try:
+            yield
+        finally:
+            os.environ.pop(stage_host.SOCKET_ENV, None)
+            stop(proc, group=False)
+
+
+@contextlib.contextmanager
+def _environ_without(name: str) -> Iterator[None]:
+    value = os.environ.pop(name, None)
+    try:
+        yield
+    finally:
+        if value is not None:
+            os.environ[name] = value
 
 
 @contextlib.contextmanager
@@ -162,10 +202,11 @@ def serve_forever(host: str, prefect_port: int, mlflow_port: int) -> None:
         print(f"warning: binding {host}: neither server authenticates; put an authenticating proxy in front",
               file=sys.stderr)
     with running(host=host, prefect_port=prefect_port, mlflow_port=mlflow_port) as env:
-        print("Prefect and MLflow servers are up (logs in .servers/). In other shells:")
+        print("Prefect and MLflow servers are up (logs in .servers/), and a stage host for the runs that name it. "
+              "In other shells:")
         for key, value in env.items():
             print(f"  export {key}={value}")
-        print("Ctrl-C stops both.", flush=True)
+        print("Ctrl-C stops both servers and the stage host.", flush=True)
 
         def interrupt(*_: object) -> None:
             raise KeyboardInterrupt

@@ -11,6 +11,7 @@ import os
 import re
 import select
 import signal
+import socket
 import sqlite3
 import shutil
 import subprocess
@@ -18,6 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from core import stage_host as core_stage_host
 from core.config import profile_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,9 +94,11 @@ def shared_prefect_api() -> str:
 
 def lifecycle(project: Path, *args: str, env: dict | None = None, check: bool = True,
               temporary_server: bool = False) -> subprocess.CompletedProcess:
-    """`lifecycle ARGS` in `project`, against this process's shared Prefect server (or, with `temporary_server`,
-    the one a bare run starts and stops itself, as on a laptop)."""
-    server = {} if temporary_server or args[:1] != ("run",) else {"PREFECT_API_URL": shared_prefect_api()}
+    """`lifecycle ARGS` in `project`, against this process's shared Prefect server and stage host, as a team's
+    runs use those of `lifecycle server` (or, with `temporary_server`, the ones a bare run starts and stops itself,
+    as on a laptop)."""
+    server = {} if temporary_server or args[:1] != ("run",) else {"PREFECT_API_URL": shared_prefect_api(),
+                                                                  core_stage_host.SOCKET_ENV: str(stage_host())}
     full_env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow' / 'mlflow.db'}",
                 "PREFECT_HOME": str(project / ".prefect"), "LIFECYCLE_THREADS": "1", **server, **(env or {})}
     proc = subprocess.run([sys.executable, "-m", "pipelines.cli", *args], cwd=project, env=full_env,
@@ -111,87 +115,41 @@ def stage_env(root: Path, **extra: str) -> dict:
             "LIFECYCLE_THREADS": "1", **extra}
 
 
-# The kill-and-resume tests launch stages by the dozen, and `python -m stages.X` spends ~5 s of a micro run's ~7
-# importing torch, transformers, TRL and MLflow. This process imports them once (no project module, no torch op:
-# forking it is safe) and forks each launch; the child runs the stage as `python -m` does (runpy as __main__, the
-# project's folder then PYTHONPATH first on sys.path, its environment), with a FIFO as stdout, and is a process of
-# its own: a test signals or SIGKILLs it by pid. The flows (DVC's `sh stages/run`) still start every stage fresh.
-STAGE_HOST = r"""
-import json, os, runpy, sys, traceback
-from core_process import die_with_parent
-die_with_parent()
-import matplotlib
-matplotlib.use("Agg")
-import matplotlib.pyplot, mlflow, mlflow.store.tracking.sqlalchemy_store, numpy, safetensors.torch, torch, tqdm
-import datasets, peft, transformers, trl
-from transformers import (AutoModelForCausalLM, AutoModelForSequenceClassification, AutoModelForTokenClassification,
-                          AutoTokenizer, LlamaForCausalLM, PreTrainedTokenizerFast, TrainerCallback)
-from trl import DPOTrainer, GRPOTrainer, RewardTrainer, SFTTrainer
-sys.modules.pop("core_process")
-sys.path.pop(0)
-assert not [m for m in sys.modules if m.split(".")[0] in ("core", "stages", "tasks", "pipelines")]
-for line in sys.stdin:
-    case = json.loads(line)
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.chdir(case["cwd"])
-            os.environ.clear()
-            os.environ.update(case["env"])
-            sys.path[:0] = [case["cwd"], *filter(None, case["env"].get("PYTHONPATH", "").split(os.pathsep))]
-            null = os.open(os.devnull, os.O_RDONLY)
-            out = os.open(case["stdout"], os.O_WRONLY)
-            err = os.open(case["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            for fd, target in ((null, 0), (out, 1), (err, 2)):
-                os.dup2(fd, target)
-                os.close(fd)
-            sys.argv = ["-m"]
-            runpy.run_module("stages." + case["stage"], run_name="__main__", alter_sys=True)
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
-    print(json.dumps({"pid": pid}), flush=True)
-    print(json.dumps({"exit": os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])}), flush=True)
-"""
-_HOST: dict[str, subprocess.Popen] = {}
+# The kill-and-resume tests launch stages by the dozen, and a fresh `python -m stages.X` spends ~5 s of a micro
+# run's ~7 importing torch, transformers, TRL and MLflow. They go through the stage host `lifecycle run` uses
+# (core/stage_host.py), one per test process, shared by every project copy: each stage is forked from it and is a
+# process of its own, which a test signals or SIGKILLs by pid.
+_HOST: dict[str, object] = {}
 
 
-def stage_host() -> subprocess.Popen:
-    """This test process's stage host (started on first use, dies with it)."""
+def stage_host() -> Path:
+    """This test process's stage host (started on first use, killed when the process ends): its socket."""
     proc = _HOST.get("proc")
     if proc is None or proc.poll() is not None:
-        home = Path(tempfile.mkdtemp(prefix="stage-host-"))
-        shutil.copy(ROOT / "core" / "process.py", home / "core_process.py")  # no project package in the host
-        proc = subprocess.Popen([sys.executable, "-c", STAGE_HOST], cwd=home, stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, text=True,
-                                env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+        sock = Path(tempfile.mkdtemp(prefix="stage-host-")) / "host.sock"
+        proc = core_stage_host.start(sock, cwd=ROOT, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
         atexit.register(proc.kill)
-        _HOST["proc"] = proc
-    return proc
+        _HOST.update(proc=proc, sock=sock)
+    return _HOST["sock"]
 
 
 class StageProcess:
     """`python -m stages.<stage>` in `root`, forked from the stage host; used like a Popen with text stdout."""
 
     def __init__(self, root: Path, stage: str, env: dict):
-        self.host = stage_host()
-        folder = Path(tempfile.mkdtemp(prefix=f"{stage}-"))
-        fifo, self.stderr_path = folder / "stdout", folder / "stderr"
-        os.mkfifo(fifo)
-        self.host.stdin.write(json.dumps({"cwd": str(root), "env": env, "stage": stage, "stdout": str(fifo),
-                                          "stderr": str(self.stderr_path)}) + "\n")
-        self.host.stdin.flush()
-        answer = self.host.stdout.readline()
-        assert answer, "the stage host died"
-        self.pid = json.loads(answer)["pid"]
-        self.stdout = open(fifo, encoding="utf-8")  # opens once the child has opened its end
+        self.stderr_path = Path(tempfile.mkdtemp(prefix=f"{stage}-")) / "stderr"
+        read_end, write_end = os.pipe()
+        with open(os.devnull, "rb") as null, open(self.stderr_path, "wb") as err:
+            self.conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.conn.connect(str(stage_host()))
+            request = {"module": f"stages.{stage}", "args": [], "cwd": str(root), "env": env}
+            socket.send_fds(self.conn, [json.dumps(request).encode() + b"\n"], [null.fileno(), write_end, err.fileno()])
+        os.close(write_end)
+        self.replies = self.conn.makefile("rb")
+        answer = json.loads(self.replies.readline() or b"{}")
+        assert "pid" in answer, f"the stage host did not fork the stage: {answer}"
+        self.pid = answer["pid"]
+        self.stdout = open(read_end, encoding="utf-8")
         self.returncode: int | None = None
 
     def send_signal(self, sig: int) -> None:
@@ -200,10 +158,11 @@ class StageProcess:
 
     def wait(self, timeout: float | None = None) -> int:
         if self.returncode is None:
-            if not select.select([self.host.stdout], [], [], timeout)[0]:
+            if not select.select([self.conn], [], [], timeout)[0]:
                 raise subprocess.TimeoutExpired(f"stages in {self.pid}", timeout)
-            self.returncode = json.loads(self.host.stdout.readline())["exit"]
+            self.returncode = json.loads(self.replies.readline())["exit"]
             self.stdout.close()
+            self.conn.close()
         return self.returncode
 
     def communicate(self) -> tuple[str, str]:

@@ -33,6 +33,7 @@ def test_flow_runs_every_stage_and_logs_to_mlflow(project):
     assert list(lock["stages"]) == STAGES
     timings = json.loads((root / "reports" / "timings.json").read_text())
     assert [s["status"] for s in timings["stages"]] == ["ran"] * len(STAGES)
+    assert [s["started"] for s in timings["stages"]] == ["host"] * len(STAGES)  # forked by the run's stage host
     assert timings["overhead_s"] >= 0
     runs = children(root, timings["mlflow_parent_run_id"])
     assert sorted(runs) == sorted(STAGES)

@@ -45,11 +45,14 @@ def test_second_holder_is_refused_until_the_first_dies(tmp_path):
         assert f"pid {os.getpid()}" in lock.read_text()
 
 
-def stage_processes(project):
+def stage_processes(project, marks=("stages.", "core.stage_host")):
+    """Stage processes in `project`: a fresh stage or the stage host's client ("stages.<name>" in its command
+    line), the run's stage host and the stages it forked (theirs is the host's)."""
     found = []
     for proc in psutil.process_iter(["cmdline", "cwd"]):
         try:
-            if proc.info["cwd"] == str(project) and any("stages." in part for part in proc.info["cmdline"] or []):
+            if proc.info["cwd"] == str(project) and any(mark in part for mark in marks
+                                                        for part in proc.info["cmdline"] or []):
                 found.append(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
@@ -81,7 +84,7 @@ def test_a_run_killed_mid_training_stops_its_stages_and_the_next_run_resumes_wit
     first = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "run", "--target", "pretrain", *sets],
                              cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     deadline = time.monotonic() + 180
-    while not stage_processes(project):
+    while not stage_processes(project, marks=("stages.",)):
         assert first.poll() is None and time.monotonic() < deadline, "no stage started"
         time.sleep(0.2)
     # while it runs, a second run is refused and changes nothing. The stage is paused meanwhile: under load the

@@ -22,7 +22,11 @@ def outputs(project) -> dict[str, dict[str, str]]:
 def test_two_clean_micro_runs_are_identical_and_planted_secrets_leak_nowhere(micro_run, tmp_path):
     first = micro_run.root
     second = make_project(tmp_path / "second")
-    lifecycle(second, "run", *[a for s in MICRO for a in ("--set", s)])
+    # the second run starts every stage as a fresh process, the first forked them from the run's stage host
+    lifecycle(second, "run", *[a for s in MICRO for a in ("--set", s)], "--set", "orchestration.stage_host=false")
+    started = {json.loads((root / "reports" / "timings.json").read_text())["stages"][0].get("started")
+               for root in (first, second)}
+    assert started == {"host", "fresh"}
 
     a, b = outputs(first), outputs(second)
     assert set(a) == set(b) and len(a) >= 9

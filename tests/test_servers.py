@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -79,8 +80,11 @@ def test_scheduled_flow_sends_a_stage_to_a_process_worker_and_logs_to_the_mlflow
         assert all(servers._healthy(url) for _, _, url in servers.commands(tmp_path, "127.0.0.1", prefect_port,
                                                                             mlflow_port).values())
         assert prefect_api.startswith("http://127.0.0.1:") and mlflow_uri.startswith("http://127.0.0.1:")
+        # the server's stage host, as it prints it: the scheduled runs fork their stages from it
+        host = re.search(r"export LIFECYCLE_STAGE_HOST=(\S+)", (logs / "server.log").read_text()).group(1)
+        assert Path(host).is_socket()
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        env.update(client, PREFECT_HOME=str(tmp_path / "client-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        env.update(client, LIFECYCLE_STAGE_HOST=host, PREFECT_HOME=str(tmp_path / "client-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
                    PREFECT_WORKER_QUERY_SECONDS="1", PREFECT_WORKER_PREFETCH_SECONDS="2",
                    PREFECT_RUNNER_POLL_FREQUENCY="1", LIFECYCLE_THREADS="1", LIFECYCLE_GIT_REPO=str(project),
                    LIFECYCLE_PROJECT_DIR=str(project))
@@ -152,6 +156,7 @@ def test_scheduled_flow_sends_a_stage_to_a_process_worker_and_logs_to_the_mlflow
         assert "gpu-1" in (logs / "worker.log").read_text()
         timings = json.loads((project / "reports" / "timings.json").read_text())
         assert {s["stage"]: s["status"] for s in timings["stages"]} == {"clean": "ran", "tokenizer": "remote"}
+        assert timings["stages"][0]["started"] == "host"  # forked by the server's stage host
 
         # MLflow server: one parent run, a child run per stage (the tokenizer's logged from the worker's clone)
         import mlflow
