@@ -20,6 +20,7 @@ start in milliseconds.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import io
 import json
 import os
@@ -118,7 +119,8 @@ def serve(listener: socket.socket) -> None:
                 continue
             differing = sorted({k for k, _ in import_time_env({**added, **request["env"]}).items() ^ host_env.items()})
             if differing:
-                _send(conn, {"refused": f"{', '.join(differing)} differ(s) from the stage host's, read at import"})
+                with contextlib.suppress(OSError):  # the client is gone
+                    _send(conn, {"refused": f"{', '.join(differing)} differ(s) from the stage host's, read at import"})
                 conn.close()
                 for fd in fds:
                     os.close(fd)
@@ -143,10 +145,8 @@ def _reap(waiting: dict[int, socket.socket]) -> None:
             return
         conn = waiting.pop(pid, None)
         if conn is not None:
-            try:
+            with contextlib.suppress(OSError):  # the client is gone
                 _send(conn, {"exit": os.waitstatus_to_exitcode(status)})
-            except OSError:
-                pass  # the client is gone
             conn.close()
 
 
