@@ -3,14 +3,18 @@ secrets planted in the environment of one of them appear nowhere: not in the MLf
 not in Prefect's store, not in any output, report or log.
 
 The first is the session's micro run (`--profile micro`, secrets planted: conftest's `micro_run`); the second,
-here, gives the profile's values as `--set` arguments, so the two ways of asking for the profile agree too."""
+here, gives the profile's values as `--set` arguments, so the two ways of asking for the profile agree too. Both
+fork their stages from a stage host; a fresh process writes the same bytes (pretrain and sft, below)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 from ruamel.yaml import YAML
 
-from tests.micro import MICRO, SECRETS, lifecycle, make_project
+from core.stage_host import SOCKET_ENV
+from tests.micro import MICRO, SECRETS, copy_project, lifecycle, make_project, stage_env
 
 
 def outputs(project) -> dict[str, dict[str, str]]:
@@ -22,11 +26,7 @@ def outputs(project) -> dict[str, dict[str, str]]:
 def test_two_clean_micro_runs_are_identical_and_planted_secrets_leak_nowhere(micro_run, tmp_path):
     first = micro_run.root
     second = make_project(tmp_path / "second")
-    # the second run starts every stage as a fresh process, the first forked them from the run's stage host
-    lifecycle(second, "run", *[a for s in MICRO for a in ("--set", s)], "--set", "orchestration.stage_host=false")
-    started = {json.loads((root / "reports" / "timings.json").read_text())["stages"][0].get("started")
-               for root in (first, second)}
-    assert started == {"host", "fresh"}
+    lifecycle(second, "run", *[a for s in MICRO for a in ("--set", s)])
 
     a, b = outputs(first), outputs(second)
     assert set(a) == set(b) and len(a) >= 9
@@ -41,6 +41,25 @@ def test_two_clean_micro_runs_are_identical_and_planted_secrets_leak_nowhere(mic
         needle = value.encode()
         leaked = [str(p.relative_to(first)) for p in first.rglob("*") if p.is_file() and needle in p.read_bytes()]
         assert not leaked, f"{name} found in {leaked}"
+
+
+def test_a_stage_started_fresh_writes_the_bytes_the_stage_host_forked_one_wrote(micro_run, tmp_path):
+    """The session's micro run forked every stage from its stage host; pretrain (the project's loop) and sft (TRL,
+    PEFT), started again as fresh `python -m stages.<name>` processes with no host, write the same bytes."""
+    root = copy_project(micro_run.root, tmp_path / "project")
+    env = {k: v for k, v in stage_env(root).items() if k != SOCKET_ENV}
+    assert [s.get("started") for s in json.loads((root / "reports" / "timings.json").read_text())["stages"]
+            if s["stage"] in ("pretrain", "sft")] == ["host", "host"]
+    for stage in ("pretrain", "sft"):
+        assert not (root / "checkpoints" / stage).exists()  # nothing to resume from: the stage trains again
+        outputs = [root / "artifacts" / stage, root / "metrics" / f"{stage}.json"]
+        before = {p: p.read_bytes() for out in outputs for p in sorted([out, *out.rglob("*")]) if p.is_file()}
+        proc = subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=root, env=env, capture_output=True,
+                              text=True)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        after = {p: p.read_bytes() for out in outputs for p in sorted([out, *out.rglob("*")]) if p.is_file()}
+        assert sorted(after) == sorted(before), stage
+        assert [str(p) for p in before if before[p] != after[p]] == [], stage
 
 
 def flat(value, prefix: str = "") -> dict:
