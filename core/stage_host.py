@@ -14,8 +14,8 @@ The child is a plain process of the stage: it dies when the host dies (the host 
 client dies (DVC killed), so a killed run leaves nothing behind. Where the host cannot stand in for a fresh
 process it refuses and the client runs the stage itself: no host in the environment (a plain `dvc repro`, a GPU
 worker), a host that is gone, or an environment that differs from the host's in a variable the libraries read
-when they are imported (HF_*, TORCH*, OMP_*, ...). Imports here are the standard library's only: the client must
-start in milliseconds.
+when they are imported (HF_*, TORCH*, OMP_*, ...). Imports here are the standard library's and core.process: the
+client must start in milliseconds.
 """
 from __future__ import annotations
 

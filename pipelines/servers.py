@@ -17,9 +17,9 @@ import urllib.request
 from pathlib import Path
 from typing import Iterator
 
+from core import stage_host
 from core.errors import LifecycleError
 from core.process import ORPHAN_SAFE
-from core import stage_host
 
 LOOPBACK = "127.0.0.1"
 
