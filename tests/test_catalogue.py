@@ -11,28 +11,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines import sample_data
-from tests.micro import ROOT, save_micro_chat_model, start_stage
+from tests.micro import ROOT, start_stage
 
 @pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    """A tiny project: sample data, a micro chat model as the domain, SFT and reward models, a few clean rows."""
+def base(micro_run, tmp_path_factory):
+    """The session's micro run as the stages see it: its params, sample and cleaned data, tokenizer and trained
+    models (a real reward model where one is read). Its history (git, the DVC cache, the MLflow store) stays
+    behind; each case works on a copy."""
     root = tmp_path_factory.mktemp("catalogue")
-    files = sample_data.generate(root / "data" / "sample", seed=0, scale=0.02)
-    for name in ("domain", "sft", "reward"):
-        save_micro_chat_model(root / "artifacts" / name)
-    shutil.copytree(root / "artifacts" / "domain", root / "artifacts" / "tokenizer",
-                    ignore=shutil.ignore_patterns("*.safetensors", "config.json", "generation_config.json"))
-    clean = root / "data" / "clean"
-    clean.mkdir(parents=True)
-    chat = {"messages": [{"role": "user", "content": "Is 'a fine film' positive or negative?"},
-                         {"role": "assistant", "content": "The review is positive."}]}
-    (clean / "instructions.train.jsonl").write_text(json.dumps(chat) + "\n")
-    pair = {"prompt": chat["messages"][:1], "chosen": "The review is positive.", "rejected": "Positive"}
-    (clean / "preferences.train.jsonl").write_text(json.dumps(pair) + "\n")
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["data"] = {k: str(Path("data/sample") / v.name) for k, v in files.items()}
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for name in ("data", "artifacts"):
+        shutil.copytree(micro_run.root / name, root / name)
+    for name in ("params.yaml", "dvc.yaml"):
+        shutil.copy(micro_run.root / name, root / name)
     return root
 
 
