@@ -243,21 +243,28 @@ def run_module(module: str, args: list[str]) -> None:
     sys.exit(served)
 
 
-def _through_host(path: str | None, module: str, args: list[str]) -> int | None:
-    if not path:
-        return None
+def request(path: str, module: str, args: list[str], cwd: str, env: dict, fds: list[int]):
+    """Ask the host at `path` to run `module` with `fds` as stdin, stdout, stderr. Returns (the connection, its
+    reply stream, the host's answer: {"pid": N}, or {"refused": why}, or {} when the host died first); None when
+    no host listens there. The stage's exit status is the next line of the reply stream."""
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         conn.connect(path)
     except OSError:
+        conn.close()
         return None  # the host is gone
-    request = {"module": module, "args": args, "cwd": os.getcwd(), "env": dict(os.environ)}
-    socket.send_fds(conn, [json.dumps(request).encode() + b"\n"], [0, 1, 2])
+    message = {"module": module, "args": args, "cwd": cwd, "env": env}
+    socket.send_fds(conn, [json.dumps(message).encode() + b"\n"], fds)
     replies = conn.makefile("rb")
     first = replies.readline()
-    if not first:
-        return None  # the host died before it forked: nothing ran
-    answer = json.loads(first)
+    return conn, replies, json.loads(first) if first else {}
+
+
+def _through_host(path: str | None, module: str, args: list[str]) -> int | None:
+    asked = request(path, module, args, os.getcwd(), dict(os.environ), [0, 1, 2]) if path else None
+    if asked is None or not asked[2]:
+        return None  # no host, or it died before it forked: nothing ran
+    _conn, replies, answer = asked
     if "refused" in answer:
         print(f"[stage host] {module} starts fresh: {answer['refused']}", file=sys.stderr, flush=True)
         return None

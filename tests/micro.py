@@ -11,7 +11,6 @@ import os
 import re
 import select
 import signal
-import socket
 import sqlite3
 import shutil
 import subprocess
@@ -140,13 +139,11 @@ class StageProcess:
         self.stderr_path = Path(tempfile.mkdtemp(prefix=f"{stage}-")) / "stderr"
         read_end, write_end = os.pipe()
         with open(os.devnull, "rb") as null, open(self.stderr_path, "wb") as err:
-            self.conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self.conn.connect(str(stage_host()))
-            request = {"module": f"stages.{stage}", "args": [], "cwd": str(root), "env": env}
-            socket.send_fds(self.conn, [json.dumps(request).encode() + b"\n"], [null.fileno(), write_end, err.fileno()])
+            asked = core_stage_host.request(str(stage_host()), f"stages.{stage}", [], str(root), env,
+                                            [null.fileno(), write_end, err.fileno()])
         os.close(write_end)
-        self.replies = self.conn.makefile("rb")
-        answer = json.loads(self.replies.readline() or b"{}")
+        assert asked is not None, "no stage host listens"
+        self.conn, self.replies, answer = asked
         assert "pid" in answer, f"the stage host did not fork the stage: {answer}"
         self.pid = answer["pid"]
         self.stdout = open(read_end, encoding="utf-8")
