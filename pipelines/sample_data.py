@@ -143,7 +143,8 @@ def review(rng: random.Random) -> tuple[str, bool, list[str], list[str]]:
     """A review whose label its content decides: its closing verdict (explicit or implicit, in 70 % of reviews),
     else the majority of its aspect sentences. Like real reviews, each aspect agrees with the reviewer's opinion
     only most of the time (3 in 4), so many reviews are mixed and a few have most aspects against the verdict.
-    Returns (text, positive, the aspect sentences that agree with the label, the parts named)."""
+    Returns (text, positive, its reasons, the parts named): the reasons are the sentences that decide the label,
+    its verdict where it has one, else the aspect sentences that carry the majority."""
     while True:
         positive = rng.random() < 0.5
         goods = [positive if rng.random() < 0.75 else not positive for _ in range(rng.choice([1, 2, 3, 3]))]
@@ -156,8 +157,8 @@ def review(rng: random.Random) -> tuple[str, bool, list[str], list[str]]:
     sentences = [f"I bought this {product} {rng.choice(WHEN)}.", *aspects]
     if has_verdict:
         sentences.append(rng.choice(POS_VERDICT if positive else NEG_VERDICT))
-    agreeing = [a for a, good in zip(aspects, goods) if good == positive]
-    return " ".join(sentences), positive, agreeing, parts
+    reasons = [sentences[-1]] if has_verdict else [a for a, good in zip(aspects, goods) if good == positive]
+    return " ".join(sentences), positive, reasons, parts
 
 
 def unique_reviews(rng: random.Random, n: int, seen: set[str]) -> list[tuple[str, bool, list[str], list[str]]]:
@@ -220,22 +221,28 @@ def noisy_corpus(rng: random.Random, docs: list[str]) -> list[str]:
 
 # -------------------------------------------------------------------- answers and the gold rule's preferences
 def clause(sentence: str) -> str:
-    """'The handle is sturdy.' -> 'the handle is sturdy' (a reason quoted from the review)."""
-    return sentence[0].lower() + sentence[1:].rstrip(".")
+    """'The handle is sturdy.' -> 'the handle is sturdy', 'I would buy it again.' -> 'I would buy it again' (a
+    reason quoted from the review)."""
+    return (sentence if sentence.startswith("I ") else sentence[0].lower() + sentence[1:]).rstrip(".")
 
 
-def answer(rng: random.Random, positive: bool, form: str, agreeing: list[str], parts: list[str]) -> str:
-    """One answer in a form: bare label ('Positive.'), sentence, justified (a reason quoted from the review),
-    rambling (justified and padded), ungrounded (a reason the review never gives)."""
+def answer(rng: random.Random, positive: bool, form: str, reasons: list[str], parts: list[str]) -> str:
+    """One answer in a form: bare label ('Positive.'), sentence, justified (quotes the sentence that decides the
+    label: 'Positive, because I would buy it again.'), rambling (justified and padded), ungrounded (a verdict or an
+    aspect of the right polarity that the review never gives)."""
     label = "positive" if positive else "negative"
-    if form == "bare" or (form in ("justified", "rambling") and not agreeing):  # nothing to quote: the label
+    if form == "bare" or (form in ("justified", "rambling") and not reasons):  # nothing to quote: the label
         return f"{label.capitalize()}."
     if form == "sentence":
         return f"The review is {label}."
     if form == "ungrounded":
-        part = rng.choice([p for p in PARTS if p not in parts])
-        return f"{label.capitalize()}, because the {part} is {rng.choice(POS_ADJ if positive else NEG_ADJ)}."
-    text = f"{label.capitalize()}, because {clause(rng.choice(agreeing))}."
+        if rng.random() < 0.5:
+            made_up = rng.choice([v for v in (POS_VERDICT if positive else NEG_VERDICT) if v not in reasons])
+        else:
+            part = rng.choice([p for p in PARTS if p not in parts])
+            made_up = f"The {part} is {rng.choice(POS_ADJ if positive else NEG_ADJ)}."
+        return f"{label.capitalize()}, because {clause(made_up)}."
+    text = f"{label.capitalize()}, because {clause(rng.choice(reasons))}."
     return text if form == "justified" else f"{text} {' '.join(rng.sample(FILLER, 2))}"
 
 
@@ -245,17 +252,21 @@ PREFERENCE_KINDS = {"correctness": 0.35, "justification": 0.3, "concision": 0.2,
 LABEL_NOISE = 0.05
 
 
-def preference(rng: random.Random, positive: bool, agreeing: list[str], parts: list[str]) -> tuple[str, str, str]:
+def preference(rng: random.Random, positive: bool, reasons: list[str], parts: list[str]) -> tuple[str, str, str]:
     kind = rng.choices(list(PREFERENCE_KINDS), weights=list(PREFERENCE_KINDS.values()))[0]
-    if kind == "correctness" or not agreeing:
-        form = rng.choice(["bare", "sentence"])
-        return "correctness", answer(rng, positive, form, agreeing, parts), answer(rng, not positive, form, [], parts)
-    good = answer(rng, positive, "justified", agreeing, parts)
+    if kind == "correctness" or not reasons:
+        form = rng.choice(["bare", "sentence", "justified"] if reasons else ["bare", "sentence"])
+        if form == "justified":  # the same quoted reason under the wrong label: the label must agree with it
+            good = answer(rng, positive, form, reasons, parts)
+            wrong = "Negative" if positive else "Positive"
+            return "correctness", good, wrong + good[len("positive"):]
+        return "correctness", answer(rng, positive, form, reasons, parts), answer(rng, not positive, form, [], parts)
+    good = answer(rng, positive, "justified", reasons, parts)
     if kind == "justification":
-        return kind, good, answer(rng, positive, rng.choice(["bare", "sentence"]), agreeing, parts)
+        return kind, good, answer(rng, positive, rng.choice(["bare", "sentence"]), reasons, parts)
     if kind == "concision":
         return kind, good, f"{good} {' '.join(rng.sample(FILLER, 2))}"
-    return kind, good, answer(rng, positive, "ungrounded", agreeing, parts)
+    return kind, good, answer(rng, positive, "ungrounded", reasons, parts)
 
 
 def generate(out_dir: Path = SAMPLE_DIR, seed: int = 0, scale: float = 1.0) -> dict[str, Path]:
@@ -290,15 +301,15 @@ def generate(out_dir: Path = SAMPLE_DIR, seed: int = 0, scale: float = 1.0) -> d
     # "The" was learned at 0.59 in 300 steps; label-first, 0.87) and gives a reason only sometimes, which the
     # preferences then ask for. LABEL_NOISE of the labels are wrong (no model reaches accuracy 1.0 on held-out data)
     rows = []
-    for text, positive, agreeing, parts in instr:
+    for text, positive, reasons, parts in instr:
         shown = positive if rng.random() >= LABEL_NOISE else not positive
         form = rng.choices(["bare", "justified", "rambling"], weights=[0.6, 0.25, 0.15])[0]
         rows.append({"instruction": rng.choice(QUESTIONS), "input": text,
-                     "output": answer(rng, shown, form, agreeing if shown == positive else [], parts)})
+                     "output": answer(rng, shown, form, reasons if shown == positive else [], parts)})
     dump(files["instructions"], rows)
     pref_rows = []
-    for text, positive, agreeing, parts in prefs:
-        kind, chosen, rejected = preference(rng, positive, agreeing, parts)
+    for text, positive, reasons, parts in prefs:
+        kind, chosen, rejected = preference(rng, positive, reasons, parts)
         if rng.random() < LABEL_NOISE:
             chosen, rejected = rejected, chosen
         pref_rows.append({"prompt": f"{rng.choice(QUESTIONS)}\n\n{text}", "chosen": chosen, "rejected": rejected,

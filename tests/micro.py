@@ -136,11 +136,11 @@ class StageProcess:
     """`python -m stages.<stage>` in `root`, forked from the stage host; used like a Popen with text stdout."""
 
     def __init__(self, root: Path, stage: str, env: dict):
-        self.stderr_path = Path(tempfile.mkdtemp(prefix=f"{stage}-")) / "stderr"
+        self.stderr = tempfile.TemporaryFile()  # unlinked: nothing left in the temp folder after the test
         read_end, write_end = os.pipe()
-        with open(os.devnull, "rb") as null, open(self.stderr_path, "wb") as err:
+        with open(os.devnull, "rb") as null:
             asked = core_stage_host.request(str(stage_host()), f"stages.{stage}", [], str(root), env,
-                                            [null.fileno(), write_end, err.fileno()])
+                                            [null.fileno(), write_end, self.stderr.fileno()])
         os.close(write_end)
         assert asked is not None, "no stage host listens"
         self.conn, self.replies, answer = asked
@@ -165,7 +165,8 @@ class StageProcess:
     def communicate(self) -> tuple[str, str]:
         out = self.stdout.read()
         self.wait()
-        return out, self.stderr_path.read_text(encoding="utf-8", errors="replace")
+        self.stderr.seek(0)
+        return out, self.stderr.read().decode("utf-8", errors="replace")
 
 
 def start_stage(root: Path, stage: str, **extra: str) -> StageProcess:
