@@ -8,7 +8,7 @@ import pytest
 
 from pipelines import sample_data as sd
 from tasks import TaskConfig, load_task
-from tasks.sentiment import answer_of
+from tasks.sentiment import answer_of, reason_of
 
 
 TASK = load_task(TaskConfig())
@@ -79,9 +79,12 @@ def in_order(r: dict) -> bool:
     return TASK.gold(r["chosen"], r["reference"], prompt) > TASK.gold(r["rejected"], r["reference"], prompt)
 
 
-def quoted(answer: str) -> str:
-    reason = answer.split("because ", 1)[1].split(".")[0]
-    return reason[0].upper() + reason[1:] + "."
+def clauses(sentences: list[str]) -> set[str]:
+    """Sentences as reason_of reads a quoted reason: lower-cased, without the full stop."""
+    return {s.lower().rstrip(".") for s in sentences}
+
+
+VERDICTS = clauses(sd.POS_VERDICT + sd.NEG_VERDICT)
 
 
 def test_a_quoted_reason_is_the_sentence_that_decides_the_label(world):
@@ -93,8 +96,8 @@ def test_a_quoted_reason_is_the_sentence_that_decides_the_label(world):
              if r["kind"] in ("justification", "concision", "grounding") and in_order(r)]
     with_reason = [(review, a) for review, a in rows if "because" in a]
     assert len(with_reason) > 100
-    assert all(quoted(a) in deciding_sentences(review) for review, a in with_reason)
-    verdicts = sum(quoted(a) in sd.POS_VERDICT + sd.NEG_VERDICT for _, a in with_reason) / len(with_reason)
+    assert all(reason_of(a) in clauses(deciding_sentences(review)) for review, a in with_reason)
+    verdicts = sum(reason_of(a) in VERDICTS for _, a in with_reason) / len(with_reason)
     assert 0.5 < verdicts < 0.9, verdicts  # 70 % of reviews close with a verdict
 
 
@@ -102,12 +105,13 @@ def test_made_up_and_contradicted_reasons_are_what_the_rejected_answers_give(wor
     grounding = [r for r in world["preferences"] if r["kind"] == "grounding" and in_order(r)]
     # a grounding pair's rejected answer has the right label and a reason the review never gives: a verdict half the
     # time, so telling them apart takes reading the review, not recognising a form
-    assert all(answer_of(r["rejected"]) == r["reference"] and quoted(r["rejected"]) not in r["prompt"] for r in grounding)
-    made_up_verdicts = sum(quoted(r["rejected"]) in sd.POS_VERDICT + sd.NEG_VERDICT for r in grounding) / len(grounding)
+    assert all(answer_of(r["rejected"]) == r["reference"] and reason_of(r["rejected"]) not in r["prompt"].lower()
+               for r in grounding)
+    made_up_verdicts = sum(reason_of(r["rejected"]) in VERDICTS for r in grounding) / len(grounding)
     assert 0.3 < made_up_verdicts < 0.7, made_up_verdicts
     # correctness pairs include the review's own reason under the wrong label: the label must agree with the reason
     contradicted = [r for r in world["preferences"] if r["kind"] == "correctness" and "because" in r["rejected"]
                     and in_order(r)]
     assert len(contradicted) > 20
-    assert all(quoted(r["chosen"]) == quoted(r["rejected"]) and answer_of(r["rejected"]) != r["reference"]
+    assert all(reason_of(r["chosen"]) == reason_of(r["rejected"]) and answer_of(r["rejected"]) != r["reference"]
                for r in contradicted)
