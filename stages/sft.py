@@ -67,6 +67,9 @@ class Config(TrainerSettings):
     completion_only_loss: bool = Field(True, description=(
         "loss on the answers only; false: on the prompts too, which anchors the language model on their text"))
     eval_seq_len: int = Field(128, gt=1, description="held-out perplexity block length (evaluate's seq_len)")
+    embedding_lr: float | None = Field(None, gt=0, description=(
+        "learning rate of the embedding rows that train beside the adapter (null: lr); every step they take moves "
+        "the tied output layer over the whole vocabulary, so this rate sets how far the language model drifts"))
     lora: LoraSettings = LoraSettings()
 
 
@@ -108,7 +111,25 @@ def build_trainer(cfg: Config, model, tokenizer, records: list[dict], work_dir: 
                          callbacks=list(callbacks))
     if cfg.lora.trainable_tokens is not None:
         train_only_rows(trainer.model, token_rows(tokenizer, cfg.lora.trainable_tokens), len(tokenizer))
+    if cfg.embedding_lr is not None:
+        trainer.optimizer = two_rate_adamw(trainer.model, args, cfg.embedding_lr)
     return trainer
+
+
+def two_rate_adamw(model, args, embedding_lr: float):
+    """AdamW as the Trainer would build it, but the saved embedding (PEFT's modules_to_save copy) at its own
+    learning rate; the Trainer's scheduler scales both groups alike (it keeps an optimizer it is given)."""
+    import torch
+
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    embedding = [p for n, p in trainable if "embed_tokens" in n]
+    if not embedding:
+        raise ConfigError("sft.embedding_lr is set but no embedding row trains: add embed_tokens to "
+                          "sft.lora.modules_to_save or set sft.embedding_lr to null")
+    rest = [p for n, p in trainable if "embed_tokens" not in n]
+    return torch.optim.AdamW([{"params": rest}, {"params": embedding, "lr": embedding_lr}], lr=args.learning_rate,
+                             betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon,
+                             weight_decay=args.weight_decay)
 
 
 def mean_init_rows(model, rows: list[int]) -> None:

@@ -86,6 +86,28 @@ def test_only_the_chat_rows_of_the_embedding_train(tok, tmp_path):
                            before[others])
 
 
+def test_embedding_rows_train_at_their_own_rate(tok, tmp_path):
+    """sft.embedding_lr: the saved embedding steps at its own rate, the adapter at lr; the scheduler scales both."""
+    others = torch.ones(len(tok), dtype=torch.bool)
+    others[sft.token_rows(tok, sft.CHAT_TOKENS)] = False  # the chat rows also move by their mean initialisation
+
+    def moved(embedding_lr, folder):
+        model = tiny_model(tok)
+        before = model.get_input_embeddings().weight.detach().clone()
+        cfg = sft.Config(steps=3, batch_size=len(RECORDS), lr=1e-2, embedding_lr=embedding_lr,
+                         lora=sft.LoraSettings(r=2, alpha=4))
+        trainer = sft.build_trainer(cfg, model, tok, RECORDS, tmp_path / folder)
+        trainer.train()
+        after = trainer.model.merge_and_unload().get_input_embeddings().weight.detach()
+        return (after - before)[others].abs().max().item(), trainer.optimizer.param_groups
+
+    shared, groups = moved(None, "shared")
+    assert len(groups) == 2  # the Trainer's own AdamW: decay and no-decay groups, one rate
+    slow, groups = moved(1e-5, "slow")
+    assert [g["initial_lr"] for g in groups] == [1e-2, 1e-5]
+    assert 0 < slow < shared / 100  # Adam's steps scale with the rate: 1000x smaller, not merely smaller
+
+
 def test_replay_rows_train_documents_as_plain_text(tok, tmp_path):
     docs = [f"Document number {i} is about rivers." for i in range(10)]
     cfg = sft.Config(steps=1, batch_size=4, replay_fraction=0.5, lora=sft.LoraSettings(r=2, alpha=4))
