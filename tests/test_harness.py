@@ -37,7 +37,10 @@ def test_harness_scores_a_local_model_on_a_local_yaml_task(tmp_path):
     assert "| tiny_sentiment | acc,none |" in out.stdout
     saved = json.loads((tmp_path / "reports" / "harness.json").read_text())
     result = saved["results"]["tiny_sentiment"]
-    assert result["sample_len"] == 6 and 0.0 <= result["acc,none"] <= 1.0
+    assert result["sample_len"] == 6
+    acc = result["acc,none"]  # a share of the 6 reviews, with the binomial standard error of that share
+    assert abs(acc * 6 - round(acc * 6)) < 1e-9
+    assert abs(result["acc_stderr,none"] - (acc * (1 - acc) / 5) ** 0.5) < 1e-9
 
 
 def test_unknown_task_is_a_clear_error(tmp_path):
