@@ -13,7 +13,8 @@ from core.config import StageConfig, read_params
 
 REPORT = Path("reports/report.md")
 MODELS = ["base", "domain", "sft", "aligned"]
-PLOTS = ["pretrain_loss.png", "domain_loss.png", "sft_loss.png", "reward_curves.png", "align_curves.png"]
+PLOTS = ["pretrain_loss.png", "domain_loss.png", "sft_loss.png", "reward_curves.png", "align_curves.png",
+         "align_overopt/proxy_gold_vs_kl.png"]  # ppo and grpo only
 
 
 def _load(path: Path) -> dict:

@@ -4,8 +4,8 @@ dpo:  TRL's DPOTrainer on the preference pairs, reference = the SFT model.
 ppo:  the project's PPO trainer (core.ppo): policy and reference from SFT, value model initialised from
       the reward model, rewards from the `reward` stage's model with a per-token KL penalty. Its prompts are the
       instructions' training prompts: none is a prompt the reward model trained on or evaluate scores. Each
-      update logs the proxy (reward model) and the task's gold score of its answers; plots/align_overopt.png
-      draws both against the KL (the over-optimisation curve of Gao et al. 2022).
+      update logs the proxy (reward model) and the task's gold score of its answers; plots/align_overopt/ holds
+      both against the KL (the over-optimisation curve of Gao et al. 2022).
 grpo: TRL's GRPOTrainer on the instruction prompts with verifiable rewards from the task (params `task`,
       tasks/), as nanochat does RL on GSM8K and DeepSeek-R1 with accuracy + format rewards: `correct` (the
       task's reward: 1 when the sampled answer is the reference's; a free-form task's chrF in [0, 1]) plus,
@@ -14,6 +14,7 @@ grpo: TRL's GRPOTrainer on the instruction prompts with verifiable rewards from 
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal
 
@@ -39,7 +40,9 @@ WORK = Path("checkpoints/align")
 METRICS = Path("metrics/align.json")
 PLOT_DATA = Path("plots/align.json")
 PLOT_PNG = Path("plots/align_curves.png")
-OVEROPT_PNG = Path("plots/align_overopt.png")
+# a DVC out of its own, empty after dpo: a run restored from DVC's run cache never shows another method's curve
+OVEROPT_DIR = Path("plots/align_overopt")
+OVEROPT_PNG = OVEROPT_DIR / "proxy_gold_vs_kl.png"
 
 
 class DPOSettings(TrainerSettings):
@@ -229,7 +232,8 @@ def run(cfg: Config) -> dict:
     from core.lm import load_tokenizer
 
     dev = runtime.setup(cfg.seed)
-    OVEROPT_PNG.unlink(missing_ok=True)  # drawn by ppo and grpo (they sample while training), not by dpo
+    shutil.rmtree(OVEROPT_DIR, ignore_errors=True)  # drawn by ppo and grpo (they sample while training), not dpo
+    OVEROPT_DIR.mkdir(parents=True)
     tokenizer = load_tokenizer(SFT)
     if cfg.method == "dpo":
         model, history = run_dpo(cfg, tokenizer)

@@ -187,6 +187,19 @@ def test_ppo_is_one_set_away_and_compare_shows_it_beside_the_dpo_run(project):
     assert latest.strip("| ").startswith(ids[1][:8])
     missing = lifecycle(root, "compare", "0000000", check=False)
     assert missing.returncode == 2 and "no finished pipeline run '0000000'" in missing.stderr
+    curve = root / "plots" / "align_overopt" / "proxy_gold_vs_kl.png"  # proxy and gold against KL, in the card
+    assert curve.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "](../plots/align_overopt/proxy_gold_vs_kl.png)" in (root / "reports" / "report.md").read_text()
+
+
+def test_back_to_dpo_shows_no_curve_of_the_method_before(project):
+    """DPO samples nothing while it trains, so it draws no over-optimisation curve; going back to it (align restored
+    from DVC's run cache, not rerun) must not leave PPO's curve beside DPO's metrics."""
+    root, _ = project
+    lifecycle(root, "run", "--set", "align.method=dpo")
+    assert json.loads((root / "metrics" / "align.json").read_text())["method"] == "dpo"
+    assert list((root / "plots" / "align_overopt").iterdir()) == []
+    assert "align_overopt" not in (root / "reports" / "report.md").read_text()
 
 
 def test_lora_reward_model_and_ppo_with_value_head_and_lora_policy(project):
