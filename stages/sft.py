@@ -117,8 +117,9 @@ def build_trainer(cfg: Config, model, tokenizer, records: list[dict], work_dir: 
 
 
 def two_rate_adamw(model, args, embedding_lr: float):
-    """AdamW as the Trainer would build it, but the saved embedding (PEFT's modules_to_save copy) at its own
-    learning rate; the Trainer's scheduler scales both groups alike (it keeps an optimizer it is given)."""
+    """AdamW with the Trainer's betas, eps and weight decay, the saved embedding (PEFT's modules_to_save copy) in a
+    group at its own learning rate; the Trainer's scheduler scales both groups alike (it keeps an optimizer it is
+    given, and saves it in its checkpoints)."""
     import torch
 
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
